@@ -1,0 +1,90 @@
+"""Checkpoints: written atomically, loaded with ``weights_only=True`` (a model file is data, never code).
+
+A checkpoint is a dict::
+
+    {"format": "ferkit", "version": 1,
+     "model": {"name", "num_classes", "in_chans", "kwargs"},
+     "state_dict": ..., "preprocess": Preprocess.to_dict(), "config": {...},
+     # training state, present in run checkpoints (last.pt), absent in exported weights:
+     "epoch", "optimizer", "scheduler", "rng", "history", "best", ...}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ferkit.engine.preprocess import Preprocess
+from ferkit.models.registry import create_model
+
+FORMAT = "ferkit"
+VERSION = 1
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "weights" / "default.pt"
+
+
+def save_checkpoint(obj: dict, path: str | Path) -> None:
+    """Write ``obj`` to ``path`` atomically: a kill mid-write leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def resolve_checkpoint_path(spec: str | Path) -> Path:
+    """``"default"`` -> the shipped model; a run folder -> its ``best.pt`` (else ``last.pt``); a file -> itself."""
+    if str(spec) == "default":
+        if not DEFAULT_MODEL.is_file():
+            raise FileNotFoundError(f"the shipped default model is missing at {DEFAULT_MODEL}; reinstall ferkit")
+        return DEFAULT_MODEL
+    p = Path(spec)
+    if p.is_dir():
+        for name in ("best.pt", "last.pt", "model.pt"):
+            if (p / name).is_file():
+                return p / name
+        raise FileNotFoundError(f"{p}: a folder with no best.pt, last.pt or model.pt; is it a ferkit run folder?")
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such checkpoint file or run folder")
+    return p
+
+
+def load_checkpoint(spec: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    path = resolve_checkpoint_path(spec)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a loadable ferkit checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a ferkit checkpoint (no 'format': 'ferkit' entry)")
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def build_from_checkpoint(ckpt: dict) -> tuple[nn.Module, Preprocess]:
+    spec = ckpt["model"]
+    model = create_model(spec["name"], num_classes=spec["num_classes"], in_chans=spec["in_chans"], **spec.get("kwargs", {}))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    model.load_state_dict(state)
+    return model, Preprocess.from_dict(ckpt["preprocess"])
+
+
+def load_model(spec: str | Path = "default", device: str | torch.device = "cpu") -> tuple[nn.Module, Preprocess]:
+    """Load a model for inference from ``"default"``, a checkpoint file or a run folder.
+
+    Returns ``(model in eval mode on device, its Preprocess)``.
+    """
+    model, pre = build_from_checkpoint(load_checkpoint(spec))
+    return model.to(device).eval(), pre
+
+
+def export_weights(ckpt: dict, path: str | Path, half: bool = False, extra: dict[str, Any] | None = None) -> None:
+    """Write an inference-only checkpoint (no optimizer state); ``half`` stores weights as float16."""
+    sd = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
+    out = {k: ckpt[k] for k in ("format", "version", "model", "preprocess", "config") if k in ckpt}
+    out["state_dict"] = sd
+    out.update(extra or {})
+    save_checkpoint(out, path)

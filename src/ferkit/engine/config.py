@@ -1,0 +1,176 @@
+"""Training configuration: dataclass defaults -> YAML recipe -> ``key=value`` overrides.
+
+Unknown keys are errors that list the valid ones; the resolved config is saved
+beside every run and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPE_DIRS = [Path(__file__).resolve().parents[3] / "recipes", Path(__file__).resolve().parents[1] / "recipes"]
+
+
+@dataclass
+class TrainConfig:
+    # --- data
+    data: str = ""  # fer2013.csv, an image folder, or (with ferplus) FER2013 images
+    labels: str | None = None  # remap to this label set by name, e.g. "fer5" or "angry,happy,sad"
+    ferplus: str | None = None  # fer2013new.csv: train on FER+ votes instead of FER2013 labels
+    ferplus_mode: str = "majority"  # majority | soft
+    join_csv: str | None = None  # jpg -> FER+ row table, for FER2013 image folders
+    channels: int | None = None  # 1 or 3; default: the model's/dataset's
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    train_limit: int = 0  # >0: a stratified, seeded subset of this many training images (quick runs)
+    val_limit: int = 0
+    # --- model
+    model: str = "resnet18"
+    model_kwargs: dict = field(default_factory=dict)
+    input_size: int = 0  # 0: the model's registered input size
+    mean: list = field(default_factory=list)  # empty: 0.5 / 0.25 per channel (ImageNet stats for pretrained)
+    std: list = field(default_factory=list)
+    init_from: str | None = None  # checkpoint or run folder to start from (a fine-tuning stage)
+    # --- optimisation
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    head_lr_mult: float = 1.0  # learning-rate multiplier for the head (new layer when fine-tuning)
+    scheduler: str = "cosine"
+    warmup_epochs: float = 0.0
+    step_size: int = 10
+    gamma: float = 0.1
+    milestones: list = field(default_factory=lambda: [15, 25])
+    plateau_patience: int = 5
+    plateau_factor: float = 0.5
+    restart_period: int = 10  # T_0 of cosine with warm restarts, in epochs
+    restart_mult: int = 1
+    min_lr: float = 0.0
+    label_smoothing: float = 0.0
+    class_weights: bool = False  # inverse-frequency class weights in the loss
+    balanced_sampling: bool = False  # sample classes equally often (with replacement)
+    grad_clip: float = 0.0
+    early_stopping: int = 0  # patience in epochs on val accuracy (0: off); best weights restored
+    # --- augmentation (see ferkit.data.augment.AugmentConfig); "none" turns it off
+    augment: Any = "default"
+    # --- evaluation and runtime
+    tta: str = "none"  # none | flip | tencrop: for the final test-split evaluation
+    amp: str = "auto"  # auto | bf16 | fp16 | none; auto = bf16 on CPUs that support it, fp16 on CUDA
+    channels_last: bool = True
+    device: str = "auto"
+    threads: int = 0  # torch CPU threads (0: PyTorch's default)
+    seed: int = 0
+    eval_batch_size: int = 512
+    notes: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _field_types() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _check_keys(keys, where: str) -> None:
+    fields = _field_types()
+    for k in keys:
+        if k not in fields:
+            close = difflib.get_close_matches(k, fields, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ValueError(f"{where}: unknown config key {k!r}{hint}. Valid keys: {', '.join(fields)}")
+
+
+def find_recipe(name: str | Path) -> Path:
+    """A recipe path, or a recipe name looked up in the ``recipes/`` folders."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    for d in RECIPE_DIRS:
+        for cand in (d / f"{name}.yaml", d / str(name)):
+            if cand.is_file():
+                return cand
+    names = sorted({q.stem for d in RECIPE_DIRS if d.is_dir() for q in d.glob("*.yaml")})
+    raise FileNotFoundError(f"recipe {str(name)!r} not found; give a YAML file path or one of: {', '.join(names) or '(none installed)'}")
+
+
+def parse_value(text: str) -> Any:
+    """Parse a CLI override value as YAML (numbers, booleans, lists, dicts), else keep the string."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["lr=0.01", "augment.rotate=15"]`` -> nested dict; dotted keys set inside dict-valued keys."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, val = item.split("=", 1)
+        parts = key.strip().split(".")
+        d = out
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+        d[parts[-1]] = parse_value(val)
+    return out
+
+
+def _merge(base: dict, upd: dict) -> dict:
+    out = dict(base)
+    for k, v in upd.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _coerce(cfg: dict) -> dict:
+    fields = _field_types()
+    for k, v in cfg.items():
+        t = fields[k].type
+        if v is None:
+            continue
+        if t in ("int", int) and not isinstance(v, bool):
+            cfg[k] = int(v)
+        elif t in ("float", float) and not isinstance(v, bool):
+            cfg[k] = float(v)
+        elif t in ("bool", bool) and not isinstance(v, bool):
+            if str(v).lower() in ("1", "true", "yes", "on"):
+                cfg[k] = True
+            elif str(v).lower() in ("0", "false", "no", "off"):
+                cfg[k] = False
+            else:
+                raise ValueError(f"config key {k!r} needs true/false, got {v!r}")
+    return cfg
+
+
+def load_config(recipe: str | Path | None = None, overrides: dict | list[str] | None = None, **kwargs) -> TrainConfig:
+    """Resolve a config: defaults, then the recipe YAML, then overrides (dict or ``key=value`` list), then kwargs."""
+    cfg = TrainConfig().to_dict()
+    if recipe:
+        path = find_recipe(recipe)
+        doc = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(doc, dict):
+            raise ValueError(f"{path}: a recipe must be a YAML mapping of config keys")
+        doc.pop("reference", None)  # what the reference paper reported: documentation only
+        _check_keys(doc, str(path))
+        cfg = _merge(cfg, doc)
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    for upd, where in ((overrides or {}, "override"), (kwargs, "argument")):
+        _check_keys(upd, where)
+        cfg = _merge(cfg, upd)
+    return TrainConfig(**_coerce(cfg))

@@ -1,0 +1,124 @@
+"""Optimizer and learning-rate schedule factories (name -> constructor), with clear errors."""
+
+from __future__ import annotations
+
+import difflib
+
+import torch
+from torch import nn
+
+from ferkit.engine.config import TrainConfig
+
+
+def _unknown(kind: str, name: str, valid) -> ValueError:
+    close = difflib.get_close_matches(name, list(valid), n=2)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return ValueError(f"unknown {kind} {name!r}{hint}; valid: {', '.join(valid)}")
+
+
+OPTIMIZERS = {
+    "sgd": lambda p, c: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov and c.momentum > 0, weight_decay=c.weight_decay),
+    "nesterov": lambda p, c: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum or 0.9, nesterov=True, weight_decay=c.weight_decay),
+    "asgd": lambda p, c: torch.optim.ASGD(p, lr=c.lr, weight_decay=c.weight_decay),
+    "adam": lambda p, c: torch.optim.Adam(p, lr=c.lr, weight_decay=c.weight_decay),
+    "amsgrad": lambda p, c: torch.optim.Adam(p, lr=c.lr, weight_decay=c.weight_decay, amsgrad=True),
+    "adamw": lambda p, c: torch.optim.AdamW(p, lr=c.lr, weight_decay=c.weight_decay),
+    "adadelta": lambda p, c: torch.optim.Adadelta(p, lr=c.lr, weight_decay=c.weight_decay),
+    "adagrad": lambda p, c: torch.optim.Adagrad(p, lr=c.lr, weight_decay=c.weight_decay),
+}
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Two groups: the head (lr x head_lr_mult) and the rest; no weight decay on norms and biases."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        is_head = name.startswith("head.") or ".head." in name
+        no_decay = p.ndim <= 1
+        groups.setdefault((is_head, no_decay), []).append(p)
+    out = []
+    for (is_head, no_decay), params in groups.items():
+        lr = cfg.lr * (cfg.head_lr_mult if is_head else 1.0)
+        out.append({"params": params, "lr": lr, "initial_lr": lr, "weight_decay": 0.0 if no_decay else cfg.weight_decay})
+    return out
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    name = cfg.optimizer.lower()
+    if name not in OPTIMIZERS:
+        raise _unknown("optimizer", cfg.optimizer, OPTIMIZERS)
+    return OPTIMIZERS[name](param_groups(model, cfg), cfg)
+
+
+class Schedule:
+    """Wraps a torch LR scheduler with optional linear warm-up; knows whether it steps per batch or per epoch."""
+
+    def __init__(self, opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+        name = cfg.scheduler.lower()
+        self.opt, self.cfg, self.spe = opt, cfg, steps_per_epoch
+        self.warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+        self.per_batch = name in ("cosine", "warm_restarts", "onecycle")
+        total = cfg.epochs * steps_per_epoch
+        builders = {
+            "none": lambda: None,
+            "constant": lambda: None,
+            "step": lambda: torch.optim.lr_scheduler.StepLR(opt, cfg.step_size, cfg.gamma),
+            "multistep": lambda: torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.milestones), cfg.gamma),
+            "plateau": lambda: torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr
+            ),
+            "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, total - self.warmup_steps), eta_min=cfg.min_lr),
+            "warm_restarts": lambda: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+                opt, max(1, cfg.restart_period * steps_per_epoch), cfg.restart_mult, eta_min=cfg.min_lr
+            ),
+            "onecycle": lambda: torch.optim.lr_scheduler.OneCycleLR(
+                opt, max_lr=[g["initial_lr"] for g in opt.param_groups], total_steps=max(1, total), pct_start=0.25
+            ),
+        }
+        if name not in builders:
+            raise _unknown("scheduler", cfg.scheduler, builders)
+        if name == "onecycle":
+            self.warmup_steps = 0  # one-cycle has its own warm-up
+        self.sched = builders[name]()
+        self.base = [g["initial_lr"] for g in opt.param_groups]
+        self.step_count = 0
+        if self.warmup_steps:
+            self._set_warmup()
+
+    def _set_warmup(self) -> None:
+        f = min(1.0, (self.step_count + 1) / self.warmup_steps)
+        for g, b in zip(self.opt.param_groups, self.base):
+            g["lr"] = b * f
+
+    def batch_end(self) -> None:
+        self.step_count += 1
+        if self.step_count < self.warmup_steps:
+            self._set_warmup()
+            return
+        if self.step_count == self.warmup_steps:
+            for g, b in zip(self.opt.param_groups, self.base):
+                g["lr"] = b
+            return
+        if self.per_batch and self.sched is not None:
+            self.sched.step()
+
+    def epoch_end(self, val_metric: float) -> None:
+        if self.per_batch or self.sched is None or self.step_count < self.warmup_steps:
+            return
+        if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.sched.step(val_metric)
+        else:
+            self.sched.step()
+
+    def state_dict(self) -> dict:
+        return {"step_count": self.step_count, "sched": self.sched.state_dict() if self.sched else None}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.step_count = d["step_count"]
+        if self.sched is not None and d["sched"] is not None:
+            self.sched.load_state_dict(d["sched"])
+
+    @property
+    def lr(self) -> float:
+        return float(self.opt.param_groups[0]["lr"])

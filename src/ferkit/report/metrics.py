@@ -1,0 +1,45 @@
+"""Classification metrics from labels and probabilities (numpy only, hand-checkable)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """``cm[i, j]`` = number of samples of true class i predicted as j."""
+    y_true, y_pred = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, label_names: list[str] | tuple[str, ...]) -> dict:
+    """Accuracy, top-2, per-class precision/recall/F1/support, macro-F1 and the confusion matrix.
+
+    ``probs``: ``(N, K)`` scores (probabilities or logits; only their order matters).
+    A class with no predictions has precision 0; with no samples, recall 0 (support shows why).
+    """
+    y_true = np.asarray(y_true, np.int64)
+    probs = np.asarray(probs)
+    k = len(label_names)
+    pred = probs.argmax(1)
+    cm = confusion_matrix(y_true, pred, k)
+    tp = np.diag(cm).astype(np.float64)
+    support = cm.sum(1)
+    predicted = cm.sum(0)
+    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
+    n = len(y_true)
+    top2 = float(np.mean((np.argsort(-probs, 1)[:, :2] == y_true[:, None]).any(1))) if n and k >= 2 else float("nan")
+    present = support > 0
+    return {
+        "n": int(n),
+        "accuracy": float(tp.sum() / n) if n else float("nan"),
+        "top2": top2,
+        "macro_f1": float(f1[present].mean()) if present.any() else float("nan"),
+        "labels": list(label_names),
+        "per_class": {
+            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            for i, name in enumerate(label_names)
+        },
+        "confusion_matrix": cm.tolist(),
+    }
