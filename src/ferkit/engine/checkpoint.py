@@ -66,7 +66,9 @@ def load_checkpoint(spec: str | Path, map_location: str | torch.device = "cpu") 
 
 def build_from_checkpoint(ckpt: dict) -> tuple[nn.Module, Preprocess]:
     spec = ckpt["model"]
-    model = create_model(spec["name"], num_classes=spec["num_classes"], in_chans=spec["in_chans"], **spec.get("kwargs", {}))
+    kwargs = dict(spec.get("kwargs", {}))
+    kwargs.pop("weights", None)  # pretrained-backbone source: the checkpoint's own weights replace it anyway
+    model = create_model(spec["name"], num_classes=spec["num_classes"], in_chans=spec["in_chans"], **kwargs)
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     model.load_state_dict(state)
     return model, Preprocess.from_dict(ckpt["preprocess"])

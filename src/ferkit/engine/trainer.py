@@ -142,7 +142,7 @@ def predict_probs(
 class Trainer:
     """One training run. Use :func:`train` unless you need the pieces."""
 
-    def __init__(self, cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = False):
+    def __init__(self, cfg: TrainConfig | None, out_dir: str | Path, resume: bool = False, progress: bool = False):
         self.cfg, self.out, self.progress = cfg, Path(out_dir), progress
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
@@ -344,13 +344,15 @@ class Trainer:
     # -- outputs
 
     def _write_epoch(self, row: dict) -> None:
+        # Rewritten whole from the checkpointed history, so a kill at any point never leaves it out of step.
         path = self.out / "metrics.csv"
-        new = not path.is_file()
-        with open(path, "a", newline="") as fh:
+        tmp = path.with_name(".metrics.csv.tmp")
+        with open(tmp, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS)
-            if new:
-                w.writeheader()
-            w.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in METRIC_COLUMNS})
+            w.writeheader()
+            for h in self.history:
+                w.writerow({k: (f"{h[k]:.6g}" if isinstance(h[k], float) else h[k]) for k in METRIC_COLUMNS})
+        os.replace(tmp, path)
         if self.tb is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -440,6 +442,6 @@ class Trainer:
         return summary
 
 
-def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, progress: bool = False) -> dict:
+def train(cfg: TrainConfig | None, out_dir: str | Path, resume: bool = False, progress: bool = False) -> dict:
     """Train ``cfg`` into the run folder ``out_dir`` (or continue it with ``resume``); returns the summary."""
     return Trainer(cfg, out_dir, resume=resume, progress=progress).fit()

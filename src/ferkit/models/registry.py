@@ -28,7 +28,7 @@ def register_model(input_size: int = 48, family: str = "", description: str = ""
         name = fn.__name__
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        doc = description or (fn.__doc__ or "").strip().splitlines()[0] if (description or fn.__doc__) else ""
+        doc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
         _REGISTRY[name] = ModelInfo(name, fn, input_size, family or fn.__module__.rsplit(".", 1)[-1], doc)
         return fn
 

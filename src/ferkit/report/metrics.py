@@ -43,3 +43,21 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, label_names: l
         },
         "confusion_matrix": cm.tolist(),
     }
+
+
+def per_class_markdown(m: dict) -> str:
+    """A Markdown table of per-class precision, recall, F1 and support from :func:`classification_metrics` output."""
+    lines = ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+    for name in m["labels"]:
+        c = m["per_class"][name]
+        lines.append(f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |")
+    return "\n".join(lines)
+
+
+def confusion_markdown(m: dict) -> str:
+    """The confusion matrix as a Markdown table of counts (rows: true class, columns: predicted class)."""
+    names = m["labels"]
+    lines = ["| true \\ predicted | " + " | ".join(names) + " | total |", "|---" + "|---:" * (len(names) + 1) + "|"]
+    for name, row in zip(names, m["confusion_matrix"]):
+        lines.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + f" | {sum(row)} |")
+    return "\n".join(lines)

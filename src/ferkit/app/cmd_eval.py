@@ -1,0 +1,48 @@
+"""``ferkit eval``: metrics of a trained model on one split of a dataset."""
+
+from __future__ import annotations
+
+
+def register(sub, formatter) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a model on a dataset split (accuracy, macro-F1, confusion matrix)",
+        formatter_class=formatter,
+        description="Evaluate a model on one split of a dataset, e.g.\n"
+        "  ferkit eval --model runs/vgg9 --data ../shared/data/fer2013 --split PrivateTest --tta tencrop --out runs/vgg9/eval\n"
+        "The dataset's classes are matched to the model's by name (a 7-class model can be scored on a 5-class set).\n"
+        "Figures without TTA are always given; --tta adds them with test-time augmentation. For FER2013 a leak-free\n"
+        "figure leaves out test images that have an identical copy in Training (from duplicates.csv).\n"
+        "FER2013 splits: train = Training, val = PublicTest (checkpoint selection), test = PrivateTest (report this one).",
+    )
+    p.add_argument("--model", "-m", default="default", help="checkpoint file, run folder, or 'default' (the shipped model)")
+    p.add_argument("--data", "-d", help="fer2013.csv or image folder; if not given, the dataset the model was trained on")
+    p.add_argument("--split", "-s", default="test", help="train / val / test, or Training / PublicTest / PrivateTest")
+    p.add_argument("--tta", choices=("none", "flip", "tencrop"), default="none",
+                   help="test-time augmentation, reported besides the plain figures")
+    p.add_argument("--out", "-o",
+                   help="folder for metrics.json, summary.md, predictions.csv and confusion plots; if not given, print only")
+    p.add_argument("--duplicates",
+                   help="FER2013 duplicates.csv for the leak-free figure; if not given, DATA/duplicates.csv when present")
+    p.add_argument("--batch-size", type=int, help="images per forward pass; if not given, the model's training setting")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ferkit.engine.evaluate import evaluate, format_summary
+
+    result = evaluate(
+        args.model,
+        data=args.data,
+        split=args.split,
+        tta=args.tta,
+        out_dir=args.out,
+        batch_size=args.batch_size,
+        device=args.device,
+        duplicates=args.duplicates,
+    )
+    print(format_summary(result))
+    if args.out:
+        print(f"wrote metrics.json, summary.md, predictions.csv and confusion plots to {args.out}")
+    return 0

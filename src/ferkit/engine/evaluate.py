@@ -1,0 +1,278 @@
+"""Evaluation of a trained model on one dataset split: ``evaluate(model, data, split)``.
+
+The dataset's classes are mapped onto the model's classes *by name*, images
+are brought to the model's channels by the one colour-conversion function and
+resized exactly as during training, so ``ferkit eval`` on a run folder
+reproduces the test figure the trainer wrote into ``summary.json``.
+
+For FER2013 it also reports a leak-free figure: 568 test images (280
+PublicTest, 288 PrivateTest) have a byte-identical copy in Training, listed in
+the dataset's ``duplicates.csv``; the leak-free metrics leave those out.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ferkit import labels as L
+from ferkit.data.dataset import FerData, canonical_split
+from ferkit.data.readers import load_dataset
+from ferkit.engine.checkpoint import build_from_checkpoint, load_checkpoint
+from ferkit.engine.trainer import autocast_dtype, images_to_tensor, predict_probs, select_device
+from ferkit.imageio import to_model_channels
+from ferkit.report.metrics import classification_metrics, confusion_markdown, per_class_markdown
+
+log = logging.getLogger(__name__)
+
+TTA_MODES = ("none", "flip", "tencrop")
+DUPLICATES_NAME = "duplicates.csv"
+# FER2013's own names for the three splits (Kaggle file-name prefixes / fer2013.csv Usage).
+FER2013_SPLIT_NAMES = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+_FER2013_FILE = re.compile(r"^(Training|PublicTest|PrivateTest)_")
+
+
+def leaked_sources(duplicates_csv: str | Path) -> set[str]:
+    """Relative paths (``test/<class>/<name>.jpg``) of images with a byte-identical copy under ``train/``.
+
+    ``duplicates_csv`` has FER2013's ``duplicates.csv`` columns ``group_id, jpg_path, ...``:
+    one row per file, files of one group being identical.
+    """
+    path = Path(duplicates_csv)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such duplicates file (expected FER2013's duplicates.csv)")
+    groups: dict[str, list[str]] = defaultdict(list)
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"group_id", "jpg_path"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {sorted(missing)}; "
+                             "expected 'group_id,jpg_path,...' (FER2013 duplicates.csv)")
+        for row in reader:
+            groups[row["group_id"]].append(row["jpg_path"].strip().replace("\\", "/"))
+    leaked = set()
+    for paths in groups.values():
+        if any(p.startswith("train/") for p in paths):
+            leaked.update(p for p in paths if not p.startswith("train/"))
+    return leaked
+
+
+def _find_duplicates(data_path: Path, given: str | Path | None) -> Path | None:
+    if given is not None:
+        return Path(given)
+    auto = data_path / DUPLICATES_NAME
+    return auto if data_path.is_dir() and auto.is_file() else None
+
+
+def _is_fer2013(part: FerData) -> bool:
+    first = Path(str(part.sources[0])).name if len(part) else ""
+    return bool(_FER2013_FILE.match(first)) or str(part.meta.get("reader", "")).startswith(("fer2013", "ferplus"))
+
+
+def _split_title(part: FerData, split: str) -> str:
+    """``test`` or, for FER2013, ``test (FER2013 PrivateTest)``."""
+    return f"{split} (FER2013 {FER2013_SPLIT_NAMES[split]})" if _is_fer2013(part) else split
+
+
+def _split_role(split: str, cfg: dict, same_data: bool) -> str:
+    """What a figure on this split means for this model (selection on the reported split is called out)."""
+    if split == canonical_split(cfg.get("train_split", "train")):
+        role = "the training split: the model learned from these images, so this is not an estimate of accuracy on new faces"
+    elif split == canonical_split(cfg.get("val_split", "val")):
+        role = ("the validation split: the checkpoint was selected on it during training, "
+                "so this figure is optimistic; report the test split instead")
+    else:
+        role = "the held-out test split: not used for training or for choosing the checkpoint; this is the figure to report"
+    if same_data:
+        return role
+    trained_on = cfg.get("data") or "none"
+    return f"from a dataset other than the one named in the checkpoint ({trained_on}); if it holds the same images, it is {role}"
+
+
+def _load_eval_data(data: str | Path | None, cfg: dict) -> tuple[FerData, Path, bool]:
+    """The dataset to evaluate on; with the checkpoint's own dataset, also its label source (FER+ votes)."""
+    trained_on = cfg.get("data") or ""
+    if data is None:
+        if not trained_on:
+            raise ValueError("no dataset given and the checkpoint does not name the one it was trained on; pass --data PATH")
+        data = trained_on
+    path = Path(data)
+    same = bool(trained_on) and path.exists() and Path(trained_on).exists() and path.resolve() == Path(trained_on).resolve()
+    ferplus = cfg.get("ferplus") if same else None
+    if ferplus:
+        log.info("labels: FER+ votes from %s (%s), as in training", ferplus, cfg.get("ferplus_mode", "majority"))
+    mode, join = cfg.get("ferplus_mode", "majority"), cfg.get("join_csv") if same else None
+    ds = load_dataset(path, ferplus=ferplus, ferplus_mode=mode, join_csv=join)
+    return ds, path, same
+
+
+def _score(y: np.ndarray, probs: dict[str, np.ndarray], names: tuple[str, ...]) -> dict:
+    """Plain (no TTA) metrics, with the TTA metrics under ``"tta"`` (None without TTA)."""
+    out = classification_metrics(y, probs["none"], names)
+    mode = next((m for m in probs if m != "none"), None)
+    out["tta"] = {"mode": mode, **classification_metrics(y, probs[mode], names)} if mode else None
+    return out
+
+
+def evaluate(
+    model_spec: str | Path = "default",
+    data: str | Path | None = None,
+    split: str = "test",
+    tta: str = "none",
+    out_dir: str | Path | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    duplicates: str | Path | None = None,
+) -> dict:
+    """Evaluate a model (checkpoint file, run folder or ``"default"``) on one split of a dataset.
+
+    ``data``: a fer2013.csv or an image folder; default the dataset the model was trained on.
+    ``split``: train/val/test or an alias (Training, PublicTest, PrivateTest).
+    Always reports the plain (no TTA) figures at the top level; with ``tta`` flip or
+    tencrop also the ``"tta"`` figures. ``duplicates``: FER2013's duplicates.csv
+    (default: ``duplicates.csv`` in the dataset folder, when present) for the
+    ``"leak_free"`` figures. With ``out_dir``, writes metrics.json, summary.md,
+    predictions.csv and confusion matrix plots there. Returns the metrics dict.
+    """
+    if tta not in TTA_MODES:
+        raise ValueError(f"unknown TTA mode {tta!r}; expected one of {', '.join(TTA_MODES)}")
+    split = canonical_split(split)
+    if duplicates is not None and not Path(duplicates).is_file():  # fail before the slow part
+        raise FileNotFoundError(f"{duplicates}: no such duplicates file (expected FER2013's duplicates.csv)")
+    ckpt = load_checkpoint(model_spec)
+    model, pre = build_from_checkpoint(ckpt)
+    cfg = ckpt.get("config") or {}
+    dev = select_device(device)
+    model = model.to(dev).eval()
+
+    ds, data_path, same_data = _load_eval_data(data, cfg)
+    part = ds.subset(split)
+    if len(part) == 0:
+        raise ValueError(f"{data_path}: the {split!r} split is empty (splits present: {ds.splits()})")
+    to_model = L.mapping(part.label_names, pre.label_names)
+    unmapped = {n: int((part.labels == i).sum()) for i, n in enumerate(part.label_names) if to_model[i] < 0}
+    try:
+        part = part.remap(pre.label_names)
+    except ValueError as exc:
+        raise ValueError(f"the dataset's classes {list(ds.label_names)} share no name with the model's classes "
+                         f"{list(pre.label_names)}: nothing to evaluate") from exc
+    if sum(unmapped.values()):
+        log.info("left out %d images of classes the model does not know: %s", sum(unmapped.values()), unmapped)
+    if len(part) == 0:
+        raise ValueError(f"{data_path}: the {split!r} split holds no image of the model's classes {list(pre.label_names)}")
+
+    images = part.images
+    if part.channels != pre.channels:
+        images = np.stack([to_model_channels(im, pre.channels) for im in images])
+    x = images_to_tensor(images)  # uint8 (N, C, H, W); predict_probs resizes as the trainer does
+    amp = autocast_dtype(cfg.get("amp", "auto"), dev)
+    bs = batch_size or int(cfg.get("eval_batch_size", 512))
+    channels_last = bool(cfg.get("channels_last", False))
+    log.info("evaluating %s on %d %s images of %s", ckpt["path"], len(part), split, data_path)
+
+    probs = {"none": predict_probs(model, x, pre, "none", bs, amp, channels_last)}
+    if tta != "none":
+        probs[tta] = predict_probs(model, x, pre, tta, bs, amp, channels_last)
+    y = part.labels
+    result: dict = {
+        "model": ckpt["path"],
+        "architecture": ckpt["model"]["name"],
+        "data": str(data_path),
+        "split": split,
+        "split_title": _split_title(part, split),
+        "split_role": _split_role(split, cfg, same_data),
+        "unmapped": unmapped,
+        **_score(y, probs, pre.label_names),
+        "leak_free": None,
+    }
+
+    leaked = np.zeros(len(part), bool)
+    dup_path = _find_duplicates(data_path, duplicates)
+    if dup_path is not None and split != "train":
+        leaked = np.isin(part.sources, sorted(leaked_sources(dup_path)))
+        keep = ~leaked
+        result["leak_free"] = {
+            "dropped": int(leaked.sum()),
+            "duplicates": str(dup_path),
+            **_score(y[keep], {m: p[keep] for m, p in probs.items()}, pre.label_names),
+        }
+        log.info("leak-free: left out %d of %d images that have an identical copy in the training split", leaked.sum(), len(part))
+    elif dup_path is None and _is_fer2013(part):
+        log.info("no %s in %s: no leak-free figure (pass duplicates=... to get one)", DUPLICATES_NAME, data_path)
+
+    if out_dir is not None:
+        write_outputs(result, part, probs, leaked, out_dir)
+    return result
+
+
+def write_outputs(result: dict, part: FerData, probs: dict[str, np.ndarray], leaked: np.ndarray, out_dir: str | Path) -> None:
+    """Write metrics.json, summary.md, predictions.csv, confusion.png (and confusion_tta.png) into ``out_dir``."""
+    from ferkit.report.plots import plot_confusion
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    (out / "summary.md").write_text(format_summary(result))
+    title = f"{result['architecture']} on {result['split']}"
+    plot_confusion(result["confusion_matrix"], result["labels"], out / "confusion.png", f"{title} (acc {result['accuracy']:.3f})")
+    if result["tta"]:
+        t = result["tta"]
+        tta_title = f"{title}, TTA {t['mode']} (acc {t['accuracy']:.3f})"
+        plot_confusion(t["confusion_matrix"], t["labels"], out / "confusion_tta.png", tta_title)
+    names = result["labels"]
+    with open(out / "predictions.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        modes = list(probs)
+        w.writerow(["source", "true", "leaked"] + [c for m in modes for c in (f"pred_{m}", f"confidence_{m}")])
+        preds = {m: (p.argmax(1), p.max(1)) for m, p in probs.items()}
+        for i in range(len(part)):
+            row = [part.sources[i], names[part.labels[i]], int(leaked[i])]
+            for m in modes:
+                row += [names[preds[m][0][i]], f"{preds[m][1][i]:.4f}"]
+            w.writerow(row)
+    log.info("wrote metrics.json, summary.md, predictions.csv and confusion plots to %s", out)
+
+
+def _row(name: str, m: dict, extra: str = "") -> str:
+    return f"| {name} | {m['accuracy']:.4f} | {m['top2']:.4f} | {m['macro_f1']:.4f} | {m['n']} | {extra} |"
+
+
+def format_summary(result: dict) -> str:
+    """A readable Markdown report of an :func:`evaluate` result."""
+    r, tta, lf = result, result["tta"], result["leak_free"]
+    lines = [
+        f"# Evaluation of {r['architecture']} on {r['split_title']}",
+        "",
+        f"- model: `{r['model']}`",
+        f"- data: `{r['data']}`, split **{r['split_title']}**, {r['n']} images",
+        f"- this split is {r['split_role']}.",
+    ]
+    if any(r["unmapped"].values()):
+        left = ", ".join(f"{k} ({v})" for k, v in r["unmapped"].items() if v)
+        lines.append(f"- left out images of classes the model does not know: {left}")
+    absent = [n for n in r["labels"] if r["per_class"][n]["support"] == 0]
+    if absent:
+        lines.append(f"- model classes with no image in this split (left out of macro-F1): {', '.join(absent)}")
+    lines += ["", "| figure | accuracy | top-2 | macro-F1 | n | note |", "|---|---:|---:|---:|---:|---|", _row("no TTA", r)]
+    if tta:
+        lines.append(_row(f"TTA {tta['mode']}", tta, "mean of softmax over views"))
+    if lf:
+        note = f"{lf['dropped']} images with an identical copy in Training left out"
+        lines.append(_row("leak-free, no TTA", lf, note))
+        if lf.get("tta"):
+            lines.append(_row(f"leak-free, TTA {lf['tta']['mode']}", lf["tta"], note))
+    lines += ["", "## Per class (no TTA)", "", per_class_markdown(r), "",
+              "## Confusion matrix (no TTA; rows: true class, columns: predicted)", "", confusion_markdown(r), ""]
+    if tta:
+        lines += [f"## Confusion matrix (TTA {tta['mode']})", "", confusion_markdown(tta), ""]
+    if lf:
+        lines += ["Leak-free: FER2013 holds byte-identical copies of some test images in Training "
+                  f"(listed in `{lf['duplicates']}`); a model may have memorised them, so the leak-free "
+                  "figure leaves them out.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""Typed recognition results, shared by the Recognizer, sources, tracking, rendering and writers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Detection:
+    """A face found by a detector, in pixels of the original image."""
+
+    box: tuple[int, int, int, int]  # x, y, w, h
+    score: float
+    landmarks: np.ndarray | None = None  # (5, 2) float: right eye, left eye, nose tip, mouth corners (YuNet order)
+
+
+@dataclass
+class Face:
+    """One recognised face."""
+
+    box: tuple[int, int, int, int]  # x, y, w, h in pixels of the original image
+    score: float  # detector confidence
+    label: str  # most probable expression
+    probs: dict[str, float]  # expression -> probability, over the model's classes
+    landmarks: np.ndarray | None = None
+    track_id: int | None = None
+
+    @property
+    def confidence(self) -> float:
+        return self.probs[self.label]
+
+    def to_dict(self) -> dict:
+        return {
+            "track_id": self.track_id,
+            "box": [int(v) for v in self.box],
+            "score": round(float(self.score), 4),
+            "label": self.label,
+            "probs": {k: round(float(v), 5) for k, v in self.probs.items()},
+            "landmarks": None if self.landmarks is None else np.round(self.landmarks, 1).tolist(),
+        }
+
+
+@dataclass
+class FrameResult:
+    """All faces of one frame (or one image) of a source."""
+
+    source: str  # file path, "webcam:0", or a stream URL
+    frame: int  # frame index (0 for a still image)
+    time_s: float  # timestamp within the source (0.0 for a still image)
+    faces: list[Face] = field(default_factory=list)
+    image: np.ndarray | None = None  # the BGR frame, when kept for drawing
+
+    def records(self) -> list[dict]:
+        """One JSON-ready dict per face (the results.jsonl schema)."""
+        return [{"source": self.source, "frame": self.frame, "time_s": round(self.time_s, 4), **f.to_dict()} for f in self.faces]

@@ -1,0 +1,126 @@
+"""Training on real FER2013 slices: learning, resume after a kill, config errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ferkit.app.cli import main as cli
+from ferkit.engine.checkpoint import load_checkpoint, load_model
+from ferkit.engine.config import load_config
+from ferkit.engine.trainer import train
+
+from conftest import FER_ROOT
+
+# Three visually distinct classes keep a few-epoch CPU run meaningful: chance is 1/3.
+FAST = [f"data={FER_ROOT}", "labels=happy,surprise,neutral", "model=resnet11", "model_kwargs={width: 16}",
+        "optimizer=adam", "lr=0.002", "weight_decay=0", "batch_size=64", "augment=none", "threads=1"]
+
+
+def test_short_run_learns_on_real_images(tmp_path):
+    cfg = load_config(None, FAST + ["epochs=6", "train_limit=3000", "val_limit=900", "scheduler=cosine"])
+    summary = train(cfg, tmp_path / "run")
+    run = tmp_path / "run"
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    # held-out PublicTest slice: well above chance (1/3) and the majority-class share (happy, 47%)
+    assert summary["best_val_acc"] > 0.55, summary
+    assert float(rows[-1]["val_macro_f1"]) > 0.45, rows[-1]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    # PrivateTest (never seen in training or selection) agrees
+    assert summary["test"]["accuracy"] > 0.5 and summary["test"]["n"] > 1000
+    for name in ("config.yaml", "best.pt", "last.pt", "curves.png", "summary.json"):
+        assert (run / name).is_file(), name
+    assert any((run / "tb").iterdir()), "no TensorBoard event file"
+    # the checkpoint carries the preprocessing and loads as data (weights_only)
+    model, pre = load_model(run)
+    assert pre.label_names == ("happy", "surprise", "neutral") and pre.input_size == 48 and pre.channels == 1
+    assert model(torch.zeros(2, 1, 48, 48)).shape == (2, 3)
+
+
+def _train_cmd(out: Path, epochs: int) -> list[str]:
+    return [sys.executable, "-m", "ferkit.app.cli", "train", *FAST, f"epochs={epochs}", "train_limit=1200",
+            "val_limit=300", "scheduler=onecycle", "model_kwargs={width: 8}", "--out", str(out), "--no-progress"]
+
+
+def _final_state(run: Path) -> dict:
+    return load_checkpoint(run / "last.pt")["state_dict"]
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run(_train_cmd(ref, 3), check=True, env=env, capture_output=True)
+
+    proc = subprocess.Popen(_train_cmd(killed, 3), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (killed / "metrics.csv").is_file():
+        time.sleep(0.2)
+    time.sleep(0.5)  # somewhere inside epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list(csv.DictReader(open(killed / "metrics.csv"))))
+    assert 1 <= done < 3, "the kill should land before the run finished"
+
+    r = subprocess.run([sys.executable, "-m", "ferkit.app.cli", "train", "--resume", "--out", str(killed), "--no-progress"],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    a, b = _final_state(ref), _final_state(killed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    ra = list(csv.DictReader(open(ref / "metrics.csv")))
+    rb = list(csv.DictReader(open(killed / "metrics.csv")))
+    assert [r["val_acc"] for r in ra] == [r["val_acc"] for r in rb]
+    assert json.loads((killed / "summary.json").read_text())["test"] == json.loads((ref / "summary.json").read_text())["test"]
+
+
+def test_fine_tune_stage_and_early_stopping(tmp_path):
+    base = tmp_path / "base"
+    train(load_config(None, FAST + ["epochs=1", "train_limit=600", "val_limit=200"]), base)
+    # a second stage from the checkpoint on a different label set: backbone reused, new head
+    cfg = load_config(None, FAST + ["labels=happy,surprise", "epochs=6", "train_limit=600", "val_limit=200",
+                                    f"init_from={base}", "early_stopping=1", "lr=0.02", "head_lr_mult=10"])
+    s = train(cfg, tmp_path / "stage2")
+    src, dst = load_checkpoint(base)["state_dict"], load_checkpoint(tmp_path / "stage2" / "best.pt")["state_dict"]
+    assert dst["head.1.weight"].shape[0] == 2 and src["head.1.weight"].shape[0] == 3
+    assert s["epochs_run"] < 6 or s["best_epoch"] == 6  # stopped early unless it kept improving
+    best = load_checkpoint(tmp_path / "stage2" / "best.pt")
+    assert best["epoch"] == s["best_epoch"]  # best weights are the ones restored and reported
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        (["modle=resnet18"], "did you mean model"),
+        (["model=resnet19"], "resnet18"),
+        (["optimizer=adamm"], "adam"),
+        (["scheduler=cosin"], "cosine"),
+        (["augment={rotation: 5}"], "rotate"),
+    ],
+)
+def test_bad_config_names_the_valid_choices(tmp_path, capsys, override, needle):
+    code = cli(["train", *FAST, "epochs=1", "train_limit=200", "val_limit=100", *override, "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 1 and needle in err and "error" in err
+
+
+def test_unknown_recipe_and_non_empty_output(tmp_path, capsys):
+    assert cli(["train", "--recipe", "no_such_recipe", "--out", str(tmp_path / "r")]) == 1
+    assert "default_fer2013" in capsys.readouterr().err  # lists the recipes there are
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    assert cli(["train", *FAST, "epochs=1", "--out", str(out)]) == 1
+    assert "not empty" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "user data"
+    assert cli(["train", "--resume", "--out", str(tmp_path / "nothing")]) == 1
