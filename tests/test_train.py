@@ -124,3 +124,17 @@ def test_unknown_recipe_and_non_empty_output(tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "user data"
     assert cli(["train", "--resume", "--out", str(tmp_path / "nothing")]) == 1
+
+
+def test_ddp_under_torchrun_on_two_cpu_processes(tmp_path):
+    """DDP (gloo backend on CPU): two ranks share the epoch; rank 0 alone writes the run folder."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           "-m", "ferkit.app.cli", "train", *FAST, "epochs=2", "train_limit=1000", "val_limit=200",
+           "model_kwargs={width: 8}", "--out", str(out), "--no-progress"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs_run"] == 2 and summary["test"]["n"] > 0
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert len(rows) == 2 and float(rows[0]["train_img_s"]) > 0

@@ -24,7 +24,7 @@ def register(sub, formatter) -> None:
 
 
 def run(args) -> int:
-    from ferkit.engine.config import TrainConfig, load_config
+    from ferkit.engine.config import TrainConfig, load_config, parse_overrides
     from ferkit.engine.trainer import train
 
     if args.list_keys:
@@ -33,9 +33,14 @@ def run(args) -> int:
         return 0
     if not args.out:
         raise ValueError("--out RUN_DIR is required")
-    cfg = None if args.resume else load_config(args.recipe, args.overrides)
-    if args.resume and (args.recipe or args.overrides):
-        raise ValueError("--resume continues the saved config of the run; drop --recipe and overrides")
-    summary = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
-    print(json.dumps(summary, indent=2))
+    runtime = None
+    if args.resume:
+        if args.recipe:
+            raise ValueError("--resume continues the saved config of the run; drop --recipe")
+        cfg, runtime = None, parse_overrides(args.overrides)  # only threads/device/eval_batch_size may change
+    else:
+        cfg = load_config(args.recipe, args.overrides)
+    summary = train(cfg, args.out, resume=args.resume, progress=not args.no_progress, runtime=runtime)
+    if summary:  # under torchrun only rank 0 reports
+        print(json.dumps(summary, indent=2))
     return 0

@@ -38,6 +38,7 @@ from ferkit.models.registry import create_model, model_info
 from ferkit.report.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
+RUNTIME_KEYS = ("threads", "device", "eval_batch_size")  # may change on --resume: they do not change the maths
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "epoch_s", "train_img_s"]
 
 
@@ -142,7 +143,8 @@ def predict_probs(
 class Trainer:
     """One training run. Use :func:`train` unless you need the pieces."""
 
-    def __init__(self, cfg: TrainConfig | None, out_dir: str | Path, resume: bool = False, progress: bool = False):
+    def __init__(self, cfg: TrainConfig | None, out_dir: str | Path, resume: bool = False, progress: bool = False,
+                 runtime: dict | None = None):
         self.cfg, self.out, self.progress = cfg, Path(out_dir), progress
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
@@ -152,10 +154,13 @@ class Trainer:
             if not last.is_file():
                 raise FileNotFoundError(f"{self.out}: nothing to resume (no last.pt); start a run without --resume")
             saved = ckpt_io.load_checkpoint(last)
-            self.cfg = cfg = TrainConfig(**saved["config"])
+            bad = sorted(set(runtime or {}) - set(RUNTIME_KEYS))
+            if bad:
+                raise ValueError(f"a resumed run keeps its config; only {', '.join(RUNTIME_KEYS)} may change (got {bad})")
+            self.cfg = cfg = TrainConfig(**{**saved["config"], **(runtime or {})})
             self._resume_state = saved
         else:
-            if self.out.exists() and any(self.out.iterdir()):
+            if self.is_main and self.out.exists() and any(self.out.iterdir()):
                 raise FileExistsError(f"{self.out}: output folder is not empty; choose a new folder, or pass --resume to continue the run in it")
             self._resume_state = None
         if not cfg.data:
@@ -442,6 +447,8 @@ class Trainer:
         return summary
 
 
-def train(cfg: TrainConfig | None, out_dir: str | Path, resume: bool = False, progress: bool = False) -> dict:
-    """Train ``cfg`` into the run folder ``out_dir`` (or continue it with ``resume``); returns the summary."""
-    return Trainer(cfg, out_dir, resume=resume, progress=progress).fit()
+def train(cfg: TrainConfig | None, out_dir: str | Path, resume: bool = False, progress: bool = False,
+          runtime: dict | None = None) -> dict:
+    """Train ``cfg`` into the run folder ``out_dir``, or continue it with ``resume`` (``cfg`` is then ignored
+    and ``runtime`` may change threads/device); returns the summary."""
+    return Trainer(cfg, out_dir, resume=resume, progress=progress, runtime=runtime).fit()
