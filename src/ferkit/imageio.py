@@ -90,3 +90,13 @@ def read_image(path: str | Path, channels: int | None = None) -> np.ndarray:
 def is_image_file(path: str | Path) -> bool:
     """True if the name has an image extension (content is checked only when decoded)."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def write_image(path: str | Path, img: np.ndarray) -> None:
+    """Encode a uint8 grey ``(H, W)`` or RGB ``(H, W, 3)`` image to ``path`` (format from the extension)."""
+    path = Path(path)
+    arr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img  # OpenCV encodes BGR
+    ok, buf = cv2.imencode(path.suffix, arr)
+    if not ok:
+        raise ValueError(f"{path}: OpenCV could not encode a {img.shape} image as {path.suffix}")
+    buf.tofile(str(path))  # tofile handles non-ASCII paths

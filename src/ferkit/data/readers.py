@@ -46,8 +46,8 @@ def read_fer2013_csv(path: str | Path, label_names: tuple[str, ...] | str = L.FE
 
     ``emotion`` is an index into ``label_names`` (FER2013 order by default);
     ``Usage`` (Training/PublicTest/PrivateTest) becomes train/val/test, and all
-    rows are train when the column is absent. A row whose pixel count differs
-    from the first row's, or is not a square, is reported by line and skipped.
+    rows are train when the column is absent. The image size is the most common
+    (square) pixel count; a row with another count is reported by line and skipped.
     """
     path = Path(path)
     if not path.is_file():
@@ -65,18 +65,12 @@ def read_fer2013_csv(path: str | Path, label_names: tuple[str, ...] | str = L.FE
             if missing:
                 raise ValueError(f"{path}: missing column(s) {missing}; found {header}, expected 'emotion,pixels,Usage'")
             ie, ip, iu = cols["emotion"], cols["pixels"], cols.get("usage")
-            images, labels, splits, sources, skipped = [], [], [], [], []
-            side = None
+            parsed, skipped = [], []
             for line_no, row in enumerate(reader, start=2):
-                where = f"{path.name}:{line_no}"
                 try:
                     pix = np.array(row[ip].split(), dtype=np.int64)
-                    if side is None:
-                        side = int(round(len(pix) ** 0.5))
-                        if side * side != len(pix) or side == 0:
-                            raise ValueError(f"{len(pix)} pixels is not a square image")
-                    if len(pix) != side * side:
-                        raise ValueError(f"{len(pix)} pixels, expected {side * side} ({side}x{side})")
+                    if pix.size == 0:
+                        raise ValueError("no pixels")
                     if pix.min() < 0 or pix.max() > 255:
                         raise ValueError("pixel values outside 0..255")
                     lab = int(row[ie])
@@ -86,10 +80,23 @@ def read_fer2013_csv(path: str | Path, label_names: tuple[str, ...] | str = L.FE
                 except (ValueError, IndexError) as exc:
                     skipped.append(f"{path}:{line_no}: {exc}")
                     continue
-                images.append(pix.astype(np.uint8).reshape(side, side))
+                parsed.append((line_no, pix.astype(np.uint8), lab, split))
+            images, labels, splits, sources = [], [], [], []
+            if parsed:
+                # the image size is the most common pixel count, so one damaged row (even the first) is
+                # the row skipped, not all the others
+                n_pix = Counter(len(p[1]) for p in parsed).most_common(1)[0][0]
+                side = int(round(n_pix**0.5))
+                if side * side != n_pix:
+                    raise ValueError(f"{path}: most rows have {n_pix} pixels, which is not a square image")
+            for line_no, pix, lab, split in parsed:
+                if len(pix) != n_pix:
+                    skipped.append(f"{path}:{line_no}: {len(pix)} pixels, expected {n_pix} ({side}x{side})")
+                    continue
+                images.append(pix.reshape(side, side))
                 labels.append(lab)
                 splits.append(split)
-                sources.append(where)
+                sources.append(f"{path.name}:{line_no}")
         _report_skipped(skipped)
         if not images:
             raise ValueError(f"{path}: no valid rows ({len(skipped)} rows skipped)")
@@ -102,7 +109,7 @@ def read_fer2013_csv(path: str | Path, label_names: tuple[str, ...] | str = L.FE
 # ------------------------------------------------------------- image folders
 
 
-def _split_from_name(fname: str, folder_split: str) -> str:
+def split_from_name(fname: str, folder_split: str) -> str:
     m = _KAGGLE_PREFIX.match(fname)
     return canonical_split(m.group(1)) if m else folder_split
 
@@ -131,7 +138,7 @@ def read_label_csv(path: Path) -> dict[str, str]:
     return out
 
 
-def _scan_folder(root: Path) -> list[tuple[Path, str, str]]:
+def scan_folder(root: Path) -> list[tuple[Path, str, str]]:
     """List (file, split, class folder) for ``root/<split>/<class>/*`` or ``root/<class>/*``."""
     subdirs = sorted(p for p in root.iterdir() if p.is_dir())
     if not subdirs:
@@ -149,7 +156,7 @@ def _scan_folder(root: Path) -> list[tuple[Path, str, str]]:
         for cdir in sorted(p for p in base.iterdir() if p.is_dir()):
             for f in sorted(cdir.rglob("*")):
                 if f.is_file() and not f.name.startswith("."):
-                    items.append((f, _split_from_name(f.name, split), cdir.name))
+                    items.append((f, split_from_name(f.name, split), cdir.name))
     return items
 
 
@@ -196,7 +203,7 @@ def read_image_folder(
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such dataset folder")
-    items = _scan_folder(root)
+    items = scan_folder(root)
     if not items:
         raise ValueError(f"{root}: the class folders hold no files")
     csv_path = Path(labels_csv) if labels_csv else root / "labels.csv"
@@ -210,11 +217,13 @@ def read_image_folder(
             override = read_label_csv(csv_path)
             log.info("labels from %s override folder labels (%d rows)", csv_path, len(override))
         by_name = Counter(f.name for f in files)
+        # in root/<class>/* the path below a split folder would be the bare name, which may not be unique
+        has_split_dirs = any(p.is_dir() and p.name.lower() in SPLIT_ALIASES for p in root.iterdir())
         cls_of = []
         for f, _, folder in items:
             rel = f.relative_to(root).as_posix()
-            rel_split = "/".join(rel.split("/")[1:])
-            lab = override.get(rel) or override.get(rel_split)
+            rel_split = "/".join(rel.split("/")[1:]) if has_split_dirs else None
+            lab = override.get(rel) or (override.get(rel_split) if rel_split else None)
             if lab is None and by_name[f.name] == 1:
                 lab = override.get(f.name)
             cls_of.append(L.canonical(lab if lab is not None else folder))
