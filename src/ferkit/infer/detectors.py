@@ -1,0 +1,290 @@
+"""Face detectors: OpenCV YuNet (best quality/speed, 5 landmarks) and OpenCV's Haar cascade (no download).
+
+``create_detector("auto")`` uses YuNet when its weights are at hand without a
+network (a path given, ``$FERKIT_YUNET``, or the cache) and otherwise Haar,
+with one logged notice saying how to get YuNet. ``create_detector("yunet")``
+downloads the weights on first use from OpenCV's model zoo, verifies their
+sha256 and caches them.
+
+Both detectors work on a downscaled copy of large images (longest side
+``max_side``, 1280 by default) and scale the boxes back: on the real photos in
+``shared/data/photos`` YuNet finds every countable face at 640, 960 and 1280
+pixels, while at full 2048-pixel resolution it adds false positives (a shoe,
+an 18-pixel blob) and takes 3x as long.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ferkit.infer.results import Detection
+
+log = logging.getLogger(__name__)
+
+YUNET_FILE = "face_detection_yunet_2023mar.onnx"
+YUNET_URL = f"https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/{YUNET_FILE}"
+YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+YUNET_ENV = "FERKIT_YUNET"
+DETECTORS = ("auto", "yunet", "haar")
+DEFAULT_MAX_SIDE = 1280  # longest side the detectors see; larger images are downscaled (see module docstring)
+
+_fallback_noticed = False  # the "auto -> Haar" notice is logged once per process
+
+
+# ------------------------------------------------------------------ YuNet weights
+
+
+def models_dir() -> Path:
+    """``$FERKIT_CACHE/models`` or ``~/.cache/ferkit/models``: downloaded detector weights, exported models."""
+    base = os.environ.get("FERKIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ferkit")
+    return Path(base) / "models"
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _download(url: str, dest: Path, sha256: str, timeout: float = 60.0) -> Path:
+    """Fetch ``url`` into a temp file beside ``dest``, check its sha256, then move it into place atomically."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    log.info("downloading YuNet face-detector weights from %s", url)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as resp:
+                    for block in iter(lambda: resp.read(1 << 16), b""):
+                        h.update(block)
+                        out.write(block)
+            except (urllib.error.URLError, OSError) as exc:
+                raise RuntimeError(
+                    f"could not download the YuNet face-detector weights from {url} ({exc}); "
+                    f"give a local copy of {YUNET_FILE} with ${YUNET_ENV} or a yunet path, or use the 'haar' detector"
+                ) from exc
+        got = h.hexdigest()
+        if got != sha256:
+            raise ValueError(f"{url}: downloaded file has sha256 {got}, expected {sha256}; "
+                             f"refusing to use it (a corrupted or changed download)")
+        os.replace(tmp, dest)  # atomic: a concurrent reader sees the old state or the whole verified file
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("saved YuNet weights to %s", dest)
+    return dest
+
+
+def _local_yunet(path: str | Path | None) -> Path | None:
+    """The weights given by argument, else by ``$FERKIT_YUNET``, else a verified cached copy, else None."""
+    if path is not None:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: YuNet weights not found (expected {YUNET_FILE})")
+        return p
+    env = os.environ.get(YUNET_ENV)
+    if env:
+        p = Path(env).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: YuNet weights named by ${YUNET_ENV} not found")
+        return p
+    cached = models_dir() / YUNET_FILE
+    if cached.is_file():
+        got = sha256_file(cached)
+        if got == YUNET_SHA256:
+            return cached
+        log.warning("%s: cached YuNet weights have sha256 %s, expected %s; ignoring them", cached, got, YUNET_SHA256)
+    return None
+
+
+def yunet_weights(path: str | Path | None = None, download: bool = True) -> Path:
+    """Path of the YuNet weights: ``path`` > ``$FERKIT_YUNET`` > the cache > a verified download into the cache.
+
+    A given path or environment variable that names no file is an error (not a
+    silent download). With ``download=False`` and nothing local, raises
+    :class:`FileNotFoundError` saying how to get the file.
+    """
+    local = _local_yunet(path)
+    if local is not None:
+        return local
+    dest = models_dir() / YUNET_FILE
+    if not download:
+        raise FileNotFoundError(f"YuNet weights not found: no path given, ${YUNET_ENV} unset and no {dest}; "
+                                f"download {YUNET_URL} (sha256 {YUNET_SHA256}) and set ${YUNET_ENV} to it")
+    return _download(YUNET_URL, dest, YUNET_SHA256)
+
+
+# ------------------------------------------------------------------ detectors
+
+
+def _as_detector_input(image: np.ndarray) -> np.ndarray:
+    """uint8 BGR ``(H, W, 3)``; grey is replicated (both detectors want 3 channels or grey of their own)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"detector input must be uint8, got {image.dtype} (use ferkit.infer.recognizer.as_bgr)")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"detector input must be a BGR image (H, W, 3), got shape {image.shape}")
+    return image
+
+
+def _downscale(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
+    """``(copy whose longest side is at most max_side, scale factor)``; small images are returned as they are."""
+    h, w = image.shape[:2]
+    s = 1.0 if not max_side else min(1.0, max_side / max(h, w))
+    if s >= 1.0:
+        return image, 1.0
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), s  # AREA: no aliasing of small faces
+
+
+def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """Integer (x, y, w, h) clipped to the image, or None when nothing of the box is inside."""
+    x0, y0 = max(0, int(math.floor(x))), max(0, int(math.floor(y)))
+    x1, y1 = min(width, int(math.ceil(x + w))), min(height, int(math.ceil(y + h)))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1 - x0, y1 - y0
+
+
+class FaceDetector:
+    """Base class: ``detect(image_bgr)`` -> detections in pixels of the given image, best score first.
+
+    An instance holds an OpenCV network/cascade and is not thread-safe: use one per thread.
+    """
+
+    name: str = "base"
+
+    def __init__(self, score_threshold: float = 0.6, min_face: int = 20, max_side: int | None = DEFAULT_MAX_SIDE):
+        self.score_threshold = float(score_threshold)
+        self.min_face = int(min_face)  # pixels of the original image, longer box side
+        self.max_side = max_side
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        """Faces in a uint8 BGR ``(H, W, 3)`` (or grey) image; boxes lie inside the image."""
+        image = _as_detector_input(image_bgr)
+        height, width = image.shape[:2]
+        small, s = _downscale(image, self.max_side)
+        out = []
+        for box, score, lm in self._detect(small, s):
+            if score < self.score_threshold or max(box[2], box[3]) / s < self.min_face:
+                continue
+            clipped = _clip_box(*(v / s for v in box), width, height)
+            if clipped is None:
+                continue
+            if lm is not None:
+                lm = (lm / s).astype(np.float32)
+            out.append(Detection(clipped, float(score), lm))
+        out.sort(key=lambda d: -d.score)
+        return out
+
+    def _detect(self, image: np.ndarray, scale: float) -> list[tuple[tuple[float, float, float, float], float, np.ndarray | None]]:
+        """Raw ``(box, score, landmarks)`` in pixels of ``image``, which is the original downscaled by ``scale``."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}(score_threshold={self.score_threshold}, min_face={self.min_face}, max_side={self.max_side})"
+
+
+class YuNetDetector(FaceDetector):
+    """OpenCV's YuNet (``cv2.FaceDetectorYN``): boxes, scores and 5 landmarks (eyes, nose tip, mouth corners)."""
+
+    name = "yunet"
+
+    def __init__(self, weights: str | Path | None = None, score_threshold: float = 0.6, min_face: int = 20,
+                 max_side: int | None = DEFAULT_MAX_SIDE, nms_threshold: float = 0.3, download: bool = True):
+        super().__init__(score_threshold, min_face, max_side)
+        self.weights = yunet_weights(weights, download=download)
+        try:
+            self._net = cv2.FaceDetectorYN.create(str(self.weights), "", (320, 320), self.score_threshold, nms_threshold, 5000)
+        except cv2.error as exc:
+            raise ValueError(f"{self.weights}: OpenCV cannot load these YuNet weights ({exc.msg.strip()})") from exc
+        self._size = (320, 320)
+
+    def _detect(self, image, scale):
+        h, w = image.shape[:2]
+        if (w, h) != self._size:
+            self._net.setInputSize((w, h))
+            self._size = (w, h)
+        _, faces = self._net.detect(np.ascontiguousarray(image))
+        if faces is None:
+            return []
+        # Each row: x, y, w, h, 5 landmark (x, y) pairs, score.
+        return [(tuple(map(float, f[:4])), float(f[14]), f[4:14].reshape(5, 2).copy()) for f in faces]
+
+
+class HaarDetector(FaceDetector):
+    """OpenCV's frontal-face Haar cascade: needs no download, finds fewer faces, gives no landmarks.
+
+    Its score is the cascade's final-stage weight squashed to (0, 1) with a
+    logistic (weight 0 -> 0.5); it ranks detections but is not a calibrated
+    probability.
+    """
+
+    name = "haar"
+
+    def __init__(self, score_threshold: float = 0.6, min_face: int = 20, max_side: int | None = DEFAULT_MAX_SIDE,
+                 scale_factor: float = 1.1, min_neighbors: int = 5):
+        super().__init__(score_threshold, min_face, max_side)
+        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+        self._cascade = cv2.CascadeClassifier(str(path))
+        if self._cascade.empty():
+            raise RuntimeError(f"{path}: OpenCV's Haar cascade is missing or unreadable; reinstall opencv-python-headless<5")
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+
+    def _detect(self, image, scale):
+        grey = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))  # equalised: robust to lighting
+        m = max(1, int(self.min_face * scale))
+        boxes, _, weights = self._cascade.detectMultiScale3(
+            grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(m, m), outputRejectLevels=True)
+        weights = np.asarray(weights, dtype=np.float64).ravel()
+        return [(tuple(map(float, b)), float(1.0 / (1.0 + math.exp(-wt))), None) for b, wt in zip(boxes, weights)]
+
+
+def create_detector(name: str | FaceDetector = "auto", yunet_path: str | Path | None = None, score_threshold: float = 0.6,
+                    min_face: int = 20, max_side: int | None = DEFAULT_MAX_SIDE) -> FaceDetector:
+    """A face detector by name: ``"yunet"`` (downloads its weights on first use), ``"haar"``, or ``"auto"``.
+
+    ``"auto"`` picks YuNet when its weights are at hand without a network
+    (``yunet_path``, ``$FERKIT_YUNET`` or the cache) and otherwise Haar, logging
+    once how to get YuNet. A :class:`FaceDetector` instance is returned as is.
+    """
+    global _fallback_noticed
+    if isinstance(name, FaceDetector):
+        return name
+    key = str(name).lower()
+    opts = dict(score_threshold=score_threshold, min_face=min_face, max_side=max_side)
+    if key == "yunet":
+        return YuNetDetector(yunet_path, **opts)
+    if key == "haar":
+        return HaarDetector(**opts)
+    if key == "auto":
+        local = _local_yunet(yunet_path)
+        if local is not None:
+            return YuNetDetector(local, **opts)
+        msg = (f"face detector: using OpenCV's Haar cascade, which finds fewer faces, because the YuNet weights are not "
+               f"at hand (no path given, ${YUNET_ENV} unset, nothing in {models_dir()}). For YuNet choose the 'yunet' "
+               f"detector once with network access (downloads {YUNET_FILE}, 230 KB, sha256-verified, cached) "
+               f"or set ${YUNET_ENV} to a local copy")
+        if not _fallback_noticed:
+            log.warning(msg)
+            _fallback_noticed = True
+        else:
+            log.debug(msg)
+        return HaarDetector(**opts)
+    raise ValueError(f"unknown face detector {name!r}; valid: {', '.join(DETECTORS)}")

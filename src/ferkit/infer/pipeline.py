@@ -1,0 +1,313 @@
+"""Recognition over a whole source: ``predict_stream`` (a generator of FrameResult) and ``run_predict`` (writes outputs).
+
+    rec = Recognizer()
+    for result in predict_stream("clip.mp4", rec, detect_every=3):
+        result.frame, result.time_s, [(f.track_id, f.label) for f in result.faces]
+
+    summary = run_predict("clip.mp4", "out/")   # results.jsonl, annotated.mp4, timeline.csv/png, summary.json
+
+Frames are read one at a time and classified in small groups (the faces of
+all frames of a group go through the model in one batch), so memory stays
+constant however long the video. For videos and cameras a :class:`Tracker`
+gives each face a stable ``track_id`` and smooths its probabilities; with
+``detect_every=N`` the detector runs on every N-th frame only and the boxes
+in between are carried forward by optical flow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from ferkit.infer.render import draw_faces
+from ferkit.infer.results import Detection, FrameResult
+from ferkit.infer.sources import Frame, Source, open_source
+from ferkit.infer.tracking import Tracker, shift_boxes
+from ferkit.infer.writers import AnnotatedImageWriter, JsonlWriter, TimelineWriter, VideoWriter, plot_timeline
+
+log = logging.getLogger(__name__)
+
+RESULTS_NAME = "results.jsonl"
+SUMMARY_NAME = "summary.json"
+VIDEO_NAME = "annotated.mp4"
+IMAGES_DIR = "annotated"
+TIMELINE_CSV = "timeline.csv"
+TIMELINE_PNG = "timeline.png"
+FALLBACK_FPS = 30.0  # for a camera or stream that does not state its frame rate
+
+
+def _batches(frames: Iterator[Frame], size: int, limit: int | None) -> Iterator[list[Frame]]:
+    group: list[Frame] = []
+    for n, frame in enumerate(frames):
+        if limit is not None and n >= limit:
+            break
+        group.append(frame)
+        if len(group) >= size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def predict_stream(
+    source: str | int | Path | Source,
+    recognizer: Any,
+    detect_every: int = 1,
+    track: bool = True,
+    smooth: float | None = 0.6,
+    max_frames: int | None = None,
+    batch_frames: int = 4,
+    flow: bool = True,
+    iou_threshold: float = 0.3,
+    max_age: int | None = None,
+    keep_images: bool = True,
+) -> Iterator[FrameResult]:
+    """Recognise every face of every frame of ``source``, yielding one :class:`FrameResult` per frame.
+
+    recognizer: a :class:`ferkit.infer.recognizer.Recognizer` (``detect``, ``recognize_frames``).
+    detect_every: run the face detector on every N-th frame of a video; in between the last
+        boxes are moved by optical flow (``flow``) or kept, and the faces there are classified.
+    track / smooth: stable track ids and EMA smoothing (weight of the past, None = off) for
+        videos and cameras; still images are always independent (track_id None).
+    max_age: frames a lost track is kept (default: half a second of frames, at least 5).
+    keep_images: attach the BGR frame to each result (for drawing); False when results are collected in a list.
+    """
+    if detect_every < 1:
+        raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    src = source if isinstance(source, Source) else open_source(source)
+    sequence = src.is_video
+    tracker = None
+    if sequence and track:
+        age = max_age if max_age is not None else max(5, round(0.5 * (src.fps or FALLBACK_FPS)))
+        tracker = Tracker(iou_threshold=iou_threshold, max_age=age, smoothing=smooth)
+    # A camera is shown live: classify each frame as it arrives instead of waiting for a group.
+    group_size = 1 if src.is_live else max(1, batch_frames)
+    prev_image, prev_dets, since_detect = None, [], 0
+
+    for group in _batches(iter(src), group_size, max_frames):
+        try:
+            detections: list[list[Detection]] = []
+            for frame in group:
+                if not sequence or prev_image is None or since_detect + 1 >= detect_every:
+                    dets = recognizer.detect(frame.image)
+                    since_detect = 0
+                else:
+                    # Between detections: carry the last boxes to this frame.
+                    dets = shift_boxes(prev_image, frame.image, prev_dets) if flow else list(prev_dets)
+                    since_detect += 1
+                if sequence:
+                    prev_image, prev_dets = frame.image, dets
+                detections.append(dets)
+            faces_per_frame = recognizer.recognize_frames([f.image for f in group], detections=detections)
+        except Exception as exc:  # noqa: BLE001 - a live stream skips a bad frame; files fail loudly
+            if not src.is_live:
+                raise
+            log.warning("%s: skipped frame %d (%s: %s)", src.name, group[0].index, type(exc).__name__, exc)
+            continue
+        for frame, faces in zip(group, faces_per_frame):
+            if tracker is not None:
+                faces = tracker.update(faces)
+            yield FrameResult(frame.source, frame.index, frame.time_s, faces, frame.image if keep_images else None)
+
+
+# ------------------------------------------------------------------ live window
+
+
+def display_available() -> tuple[bool, str]:
+    """Whether cv2.imshow can open a window here, and why not."""
+    gui = ""
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GUI:"):
+            gui = line.split(":", 1)[1].strip()
+            break
+    if gui.upper() == "NONE":
+        return False, "this OpenCV build has no GUI support (opencv-python-headless); install opencv-python for --show"
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False, "no display (DISPLAY and WAYLAND_DISPLAY are unset)"
+    return True, ""
+
+
+class LiveWindow:
+    """A cv2.imshow window; ``show`` returns False once the user pressed q or Esc (or the window failed)."""
+
+    def __init__(self, title: str = "ferkit"):
+        self.title = title
+        self.ok = True
+
+    def show(self, image_bgr) -> bool:
+        if not self.ok:
+            return True
+        try:
+            cv2.imshow(self.title, image_bgr)
+            key = cv2.waitKey(1) & 0xFF
+        except cv2.error as exc:
+            log.warning("live window failed (%s); continuing without it", exc.msg.strip() if hasattr(exc, "msg") else exc)
+            self.ok = False
+            return True
+        return key not in (ord("q"), 27)
+
+    def close(self) -> None:
+        if self.ok:
+            try:
+                cv2.destroyWindow(self.title)
+                cv2.waitKey(1)
+            except cv2.error:
+                pass
+
+
+# ------------------------------------------------------------------ run with outputs
+
+
+def _check_out_dir(out: Path, src: Source, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder; give --out a folder")
+    if src.path is not None and out.resolve() == src.path.resolve():
+        raise ValueError(f"{out}: the output folder is the source itself; choose another --out")
+    earlier = [n for n in (RESULTS_NAME, SUMMARY_NAME) if (out / n).exists()]
+    if earlier and not overwrite:
+        raise FileExistsError(f"{out}: already holds the results of an earlier run ({', '.join(earlier)}); "
+                              "choose another --out or pass --overwrite")
+    if src.path is not None and src.path.is_file():
+        for name in (RESULTS_NAME, SUMMARY_NAME, VIDEO_NAME, TIMELINE_CSV, TIMELINE_PNG):
+            p = out / name
+            if p.exists() and p.resolve() == src.path.resolve():
+                raise FileExistsError(f"{p}: is the input file; refusing to overwrite it, choose another --out")
+
+
+def run_predict(
+    source: str | int | Path | Source,
+    out_dir: str | Path,
+    recognizer: Any = None,
+    *,
+    model: str | Path = "default",
+    detector: str = "auto",
+    yunet_path: str | Path | None = None,
+    backend: str = "torch",
+    device: str = "auto",
+    threads: int | None = None,
+    detect_every: int = 1,
+    track: bool = True,
+    smooth: float | None = 0.6,
+    max_frames: int | None = None,
+    annotate: bool = True,
+    bars: bool = True,
+    show: bool = False,
+    overwrite: bool = False,
+    on_frame: Callable[[FrameResult], None] | None = None,
+) -> dict:
+    """Recognise ``source`` and write into ``out_dir``; return a summary dict (also saved as summary.json).
+
+    Writes ``results.jsonl`` (one object per face per frame), annotated images
+    (``annotated/<relative name>.jpg``) or an annotated video (``annotated.mp4``,
+    the source's fps and size), and for videos ``timeline.csv`` + ``timeline.png``
+    (mean probability per emotion over time). Refuses a folder that holds an
+    earlier run's results unless ``overwrite``; input files are never overwritten.
+    ``recognizer``: a ready Recognizer, else one is built from model/detector/backend/device/threads.
+    ``on_frame`` is called after each frame (the CLI's progress bar). Ctrl-C stops
+    a stream cleanly: outputs are finished and the summary says ``interrupted``.
+    """
+    out = Path(out_dir)
+    src = source if isinstance(source, Source) else open_source(source, exclude=[out])
+    _check_out_dir(out, src, overwrite)
+    if recognizer is None:
+        from ferkit.infer.recognizer import Recognizer
+
+        recognizer = Recognizer(model=model, detector=detector, device=device, backend=backend, yunet_path=yunet_path,
+                                threads=threads)
+    out.mkdir(parents=True, exist_ok=True)
+
+    window = None
+    if show:
+        ok, why = display_available()
+        if ok:
+            window = LiveWindow(f"ferkit: {src.name}")
+        else:
+            log.warning("--show: no live window, %s; writing the outputs only", why)
+
+    files: dict[str, str] = {"results": str(out / RESULTS_NAME)}
+    jsonl = JsonlWriter(out / RESULTS_NAME)
+    images = AnnotatedImageWriter(out / IMAGES_DIR) if annotate and not src.is_video else None
+    timeline = TimelineWriter(out / TIMELINE_CSV, recognizer.label_names) if src.is_video else None
+    video: VideoWriter | None = None
+    frames = faces = 0
+    interrupted = False
+    t0 = time.perf_counter()
+    try:
+        for result in predict_stream(src, recognizer, detect_every=detect_every, track=track, smooth=smooth,
+                                     max_frames=max_frames):
+            frames += 1
+            faces += len(result.faces)
+            jsonl.write(result)
+            if timeline is not None:
+                timeline.write(result)
+            if annotate or window is not None:
+                drawn = draw_faces(result.image, result.faces, bars=bars)
+                if annotate and src.is_video:
+                    if video is None:
+                        h, w = drawn.shape[:2]
+                        video = VideoWriter(out / VIDEO_NAME, src.fps or FALLBACK_FPS, (w, h))
+                    video.write(drawn)
+                elif images is not None:
+                    src_path = Path(result.source)
+                    name = src_path.relative_to(src.path).as_posix() if src.kind == "folder" else src_path.name
+                    images.write(drawn, name, source=src_path)
+                if window is not None and not window.show(drawn):
+                    log.info("live window closed by the user")
+                    break
+            if on_frame is not None:
+                on_frame(result)
+    except KeyboardInterrupt:
+        if not src.is_live:
+            raise
+        interrupted = True
+        log.info("interrupted: finishing the outputs")
+    finally:
+        jsonl.close()
+        if video is not None:
+            video.close()
+        if timeline is not None:
+            timeline.close()
+        if window is not None:
+            window.close()
+        src.close()
+    seconds = time.perf_counter() - t0
+
+    if video is not None:
+        files["video"] = str(video.path)
+    if images is not None:
+        files["annotated"] = str(out / IMAGES_DIR)
+    if timeline is not None:
+        files["timeline_csv"] = str(timeline.path)
+        if timeline.rows:
+            files["timeline_png"] = str(plot_timeline(timeline.path, out / TIMELINE_PNG, title=f"{src.name}: emotion over time"))
+    summary = {
+        "source": src.name,
+        "kind": src.kind,
+        "frames": frames,
+        "faces": faces,
+        "annotated_images": len(images.written) if images is not None else 0,
+        "skipped": [{"file": str(f), "reason": r} for f, r in getattr(src, "skipped", [])],
+        "seconds": round(seconds, 3),
+        "fps": round(frames / seconds, 2) if seconds > 0 else None,
+        "detector": getattr(getattr(recognizer, "detector", None), "name", None),
+        "model": str(getattr(recognizer, "model_name", model)),
+        "detect_every": detect_every,
+        "track": bool(track and src.is_video),
+        "smooth": smooth if track and src.is_video else None,
+        "interrupted": interrupted,
+        "files": files,
+    }
+    files["summary"] = str(out / SUMMARY_NAME)
+    with open(out / SUMMARY_NAME, "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=2)
+    return summary

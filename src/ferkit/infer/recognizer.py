@@ -1,0 +1,226 @@
+"""The Recognizer: image(s) in, one typed :class:`~ferkit.infer.results.Face` per face out.
+
+    rec = Recognizer()                    # the shipped default model, YuNet if at hand else Haar
+    faces = rec("photo.jpg")              # [Face(box, score, label, probs, landmarks), ...]
+    per_frame = rec.recognize_frames([f1, f2, f3])   # all faces of all frames in one batch
+
+Any ferkit checkpoint works: input size, channels, normalisation, face-crop
+margin and label names come from the :class:`~ferkit.engine.preprocess.Preprocess`
+stored in it, so deployment prepares faces exactly as training did.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ferkit.engine.checkpoint import load_model, resolve_checkpoint_path
+from ferkit.engine.preprocess import Preprocess
+from ferkit.engine.trainer import select_device
+from ferkit.imageio import read_image, to_model_channels, to_uint8
+from ferkit.infer.align import crop_faces
+from ferkit.infer.detectors import FaceDetector, create_detector, models_dir, sha256_file
+from ferkit.infer.results import Detection, Face
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx")
+ONNX_CACHE_VERSION = 1  # bump when export_onnx changes what it writes
+
+
+# ------------------------------------------------------------------ input normalisation
+
+
+def _pil_to_array(image) -> np.ndarray:
+    """A PIL image as a numpy array laid out RGB / RGBA / grey / 16-bit grey."""
+    mode = image.mode
+    if mode in ("L", "RGB", "RGBA"):
+        return np.asarray(image)
+    if mode.startswith("I;16"):
+        return np.asarray(image).astype(np.uint16)  # I;16B etc.: native-endian uint16
+    return np.asarray(image.convert("RGBA" if "A" in mode or "transparency" in image.info else "RGB"))
+
+
+def _check_array(img: np.ndarray) -> None:
+    if img.size == 0:
+        raise ValueError(f"empty image (shape {img.shape})")
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"image shape {img.shape} not understood; expected (H, W) grey, (H, W, 1), "
+                         f"(H, W, 3) RGB/BGR or (H, W, 4) with alpha")
+    if img.dtype in (np.uint8, np.uint16):
+        return
+    if np.issubdtype(img.dtype, np.floating):
+        lo, hi = float(np.min(img)), float(np.max(img))
+        if not (0.0 <= lo and hi <= 1.0):  # also false for NaN
+            raise ValueError(f"float image values must lie in [0, 1], got range [{lo:g}, {hi:g}]; "
+                             "divide 0-255 data by 255 or pass uint8")
+        return
+    raise ValueError(f"image dtype {img.dtype} not supported; expected uint8, uint16 or float in [0, 1]")
+
+
+def as_bgr(image, order: str = "bgr") -> np.ndarray:
+    """Any accepted image as uint8 BGR ``(H, W, 3)``.
+
+    Accepts a file path (decoded; unreadable files raise ``ValueError`` naming
+    the path), a PIL image, or a numpy array: grey ``(H, W)`` / ``(H, W, 1)``,
+    3 channels laid out as ``order`` ("bgr" as OpenCV gives, or "rgb"), or 4
+    with alpha (dropped); uint8, uint16 (scaled to 8 bits) or float in [0, 1].
+    A uint8 BGR array is returned as is, without a copy.
+    """
+    if order not in ("bgr", "rgb"):
+        raise ValueError(f"order must be 'bgr' or 'rgb', got {order!r}")
+    if isinstance(image, (str, os.PathLike)):
+        img, order = read_image(image), "rgb"  # ImageReadError (a ValueError) names the file
+    elif type(image).__module__.startswith("PIL."):
+        img, order = _pil_to_array(image), "rgb"
+    elif isinstance(image, np.ndarray):
+        img = image
+    else:
+        raise ValueError(f"cannot read an image from a {type(image).__name__}; "
+                         "give a file path, a PIL image or a numpy array")
+    _check_array(img)
+    img = to_uint8(img)
+    if img.ndim == 3 and img.shape[2] == 3 and order == "bgr":
+        return img
+    rgb = to_model_channels(img, 3, order=order)
+    # to_model_channels swaps R and B for order="bgr"; the swap is its own inverse, so this turns RGB into BGR.
+    return to_model_channels(rgb, 3, order="bgr")
+
+
+# ------------------------------------------------------------------ the recognizer
+
+
+def _onnx_path_for(model: str | Path) -> Path:
+    """An ONNX export of the checkpoint ``model``, made once and cached under the checkpoint's content hash."""
+    from ferkit.infer.export import export_onnx
+
+    ckpt = resolve_checkpoint_path(model)
+    digest = sha256_file(ckpt)[:16]
+    path = models_dir() / "onnx" / f"{ckpt.stem}-{digest}-v{ONNX_CACHE_VERSION}.onnx"
+    if not path.is_file():
+        log.info("exporting %s to ONNX for the onnx backend (cached at %s)", ckpt, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(ckpt, path)  # atomic: concurrent first uses each write a whole file
+    return path
+
+
+class Recognizer:
+    """Detect faces, crop them as the model was trained, and classify their expressions.
+
+    ``model``: "default" (shipped), a checkpoint file, a run folder, or an
+    exported ``.onnx`` file. ``detector``: "auto", "yunet", "haar" or a
+    :class:`FaceDetector`. ``device``: "auto" (cuda if available), "cpu",
+    "cuda", ... ``backend``: "torch" or "onnx" (ONNX Runtime; a checkpoint is
+    exported once and cached). ``batch_size``: faces per forward pass.
+    ``threads``: classifier threads (None: leave the default); for the torch
+    backend this sets ``torch.set_num_threads``, which is process-wide.
+    """
+
+    def __init__(self, model: str | Path = "default", detector: str | FaceDetector = "auto", device: str = "auto",
+                 backend: str = "torch", yunet_path: str | Path | None = None, batch_size: int = 64,
+                 threads: int | None = None, score_threshold: float = 0.6):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        is_onnx_file = str(model).lower().endswith(".onnx")
+        if is_onnx_file and backend != "onnx":
+            log.info("%s is an ONNX file: using the onnx backend", model)
+            backend = "onnx"
+        self.backend = backend
+        self.batch_size = int(batch_size)
+        self.device = select_device(device)
+        self._model: torch.nn.Module | None = None
+        self._onnx = None
+        if backend == "torch":
+            if threads:
+                torch.set_num_threads(int(threads))
+            self._model, self.preprocess = load_model(model, self.device)
+            if self.device.type == "cpu":
+                # channels_last: 5-25% faster convolutions on CPU (measured with the default model), same results.
+                self._model = self._model.to(memory_format=torch.channels_last)
+        else:
+            from ferkit.infer.export import OnnxClassifier
+
+            path = Path(model) if is_onnx_file else _onnx_path_for(model)
+            providers = ["CPUExecutionProvider"]
+            if self.device.type == "cuda":
+                import onnxruntime as ort
+
+                if "CUDAExecutionProvider" in ort.get_available_providers():
+                    providers.insert(0, "CUDAExecutionProvider")
+            self._onnx = OnnxClassifier(path, threads=threads, providers=providers)
+            self.preprocess = self._onnx.preprocess
+        self.model_name = str(model)
+        self.detector = create_detector(detector, yunet_path=yunet_path, score_threshold=score_threshold)
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self.preprocess.label_names
+
+    def __repr__(self) -> str:
+        return (f"Recognizer(model={self.model_name!r}, backend={self.backend!r}, device={str(self.device)!r}, "
+                f"detector={self.detector.name!r}, labels={list(self.label_names)})")
+
+    # -------------------------------------------------------------- steps
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        """Faces in a uint8 BGR image (boxes in its pixels, best score first)."""
+        return self.detector.detect(image_bgr)
+
+    def classify_crops(self, crops_bgr: list[np.ndarray]) -> np.ndarray:
+        """Expression probabilities ``(N, K)`` float32 for BGR face crops of any size (over ``label_names``)."""
+        out = [np.zeros((0, len(self.label_names)), np.float32)]
+        for i in range(0, len(crops_bgr), self.batch_size):
+            batch = self.preprocess.prepare_images(crops_bgr[i : i + self.batch_size], order="bgr")  # uint8 (n, S, S[, 3])
+            out.append(self._probs(batch))
+        return np.concatenate(out)
+
+    def _probs(self, batch: np.ndarray) -> np.ndarray:
+        if self._onnx is not None:
+            return self._onnx.probs(self.preprocess.to_tensor(batch).numpy())
+        x = self.preprocess.to_tensor(batch, self.device)  # (n, C, S, S), float, normalised
+        if x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)  # matches the model's layout (see __init__)
+        with torch.inference_mode():
+            logits = self._model(x)
+        return F.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def recognize_frames(self, frames_bgr: list[np.ndarray],
+                         detections: list[list[Detection]] | None = None) -> list[list[Face]]:
+        """Faces of several BGR frames, all classified in one batch (chunks of ``batch_size``).
+
+        With ``detections`` (one list per frame) no detector runs: the given
+        boxes are cropped and classified, e.g. boxes carried by a tracker
+        between detection frames.
+        """
+        frames = [as_bgr(f, order="bgr") for f in frames_bgr]
+        if detections is None:
+            detections = [self.detect(f) for f in frames]
+        elif len(detections) != len(frames):
+            raise ValueError(f"got {len(detections)} detection lists for {len(frames)} frames")
+        crops = []
+        for frame, dets in zip(frames, detections):
+            crops.extend(crop_faces(frame, dets, self.preprocess.crop_margin))
+        probs = self.classify_crops(crops)
+        names = self.label_names
+        results, k = [], 0
+        for dets in detections:
+            faces = []
+            for det in dets:
+                p = probs[k]
+                k += 1
+                faces.append(Face(box=tuple(int(v) for v in det.box), score=float(det.score), label=names[int(np.argmax(p))],
+                                  probs={n: float(v) for n, v in zip(names, p)}, landmarks=det.landmarks))
+            results.append(faces)
+        return results
+
+    def __call__(self, image, order: str = "bgr") -> list[Face]:
+        """Faces in one image: a numpy array (``order`` says whether 3-channel data is "bgr" or "rgb"),
+        a PIL image or a file path. An image without faces gives ``[]``."""
+        return self.recognize_frames([as_bgr(image, order=order)])[0]

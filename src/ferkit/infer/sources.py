@@ -1,0 +1,322 @@
+"""Frame sources: one ``open_source(spec)`` for an image, a folder, a video file, a webcam or a stream.
+
+A source yields :class:`Frame` objects one at a time (a generator), so a
+two-hour video or a folder of thousands of photos is processed in constant
+memory. Images are BGR uint8 ``(H, W, 3)`` as OpenCV hands them out.
+
+    src = open_source("clip.mp4")          # or "photos/", "photo.jpg", 0, "0", "rtsp://..."
+    print(src.kind, src.fps, src.frame_count, src.size)
+    for frame in src:
+        frame.image, frame.index, frame.time_s, frame.source
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ferkit.imageio import IMAGE_EXTENSIONS, ImageReadError, is_image_file
+
+log = logging.getLogger(__name__)
+
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+# Consecutive failed reads after which a live source counts as ended (a camera or a network stream
+# drops single frames now and then; those are logged and skipped).
+LIVE_READ_RETRIES = 30
+# Files that mark a folder as the output of `ferkit predict` (see ferkit.infer.pipeline).
+PREDICT_OUTPUT_MARKERS = ("results.jsonl", "summary.json")
+
+
+@dataclass
+class Frame:
+    """One frame of a source."""
+
+    image: np.ndarray  # (H, W, 3) uint8 BGR
+    index: int  # frame index in a video / live source; 0 for a still image
+    time_s: float  # seconds from the start of the source; 0.0 for a still image
+    source: str  # file path, "webcam:0" or the stream URL
+    path: Path | None = None  # the image or video file, None for live sources
+    name: str = ""  # name relative to the source root (folder sources), used for output file names
+
+
+class Source:
+    """Base of all sources: iterate for frames; ``fps``, ``frame_count`` and ``size`` where known."""
+
+    kind: str = "source"
+    name: str = ""
+    fps: float | None = None  # frames per second (videos and cameras)
+    frame_count: int | None = None  # frames (videos: as the container states it) or images (folders)
+    size: tuple[int, int] | None = None  # (width, height) where all frames share one size
+    path: Path | None = None
+
+    @property
+    def is_video(self) -> bool:
+        """True for sources whose frames form a sequence in time (video files, webcams, streams)."""
+        return self.kind in ("video", "webcam", "stream")
+
+    @property
+    def is_live(self) -> bool:
+        return self.kind in ("webcam", "stream")
+
+    def __iter__(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release a held device; iterating again reopens file sources."""
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, fps={self.fps}, frame_count={self.frame_count}, size={self.size})"
+
+
+def read_bgr(path: str | Path) -> np.ndarray:
+    """Decode an image file to uint8 BGR ``(H, W, 3)``; grey, 16-bit and RGBA files are converted by OpenCV.
+
+    Raises :class:`~ferkit.imageio.ImageReadError` (a ValueError) naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: empty file (0 bytes)")
+    # fromfile+imdecode handles non-ASCII paths; IMREAD_COLOR gives 8-bit BGR and honours EXIF rotation.
+    img = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ImageReadError(f"{path}: not a readable image (OpenCV could not decode it)")
+    return img
+
+
+class ImageSource(Source):
+    """A single image file: one frame."""
+
+    kind = "image"
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.name = str(path)
+        self.frame_count = 1
+        # Decode once up front so that a broken file fails here, naming it, before any output is written.
+        self._image = read_bgr(path)
+        self.size = (self._image.shape[1], self._image.shape[0])
+
+    def __iter__(self) -> Iterator[Frame]:
+        img = self._image if self._image is not None else read_bgr(self.path)
+        self._image = None  # hand it out once; re-iteration decodes again
+        yield Frame(img, 0, 0.0, str(self.path), self.path, self.path.name)
+
+
+class FolderSource(Source):
+    """Every image under a folder, recursively, in sorted order; unreadable files are logged and skipped."""
+
+    kind = "folder"
+
+    def __init__(self, root: Path, exclude: list[Path] | None = None):
+        self.path = root
+        self.name = str(root)
+        self.files = _list_images(root, exclude or [])
+        if not self.files:
+            raise ValueError(f"{root}: no images found in this folder or below it "
+                             f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        self.frame_count = len(self.files)
+        self.skipped: list[tuple[Path, str]] = []  # (file, reason) of unreadable images, filled while iterating
+
+    def __iter__(self) -> Iterator[Frame]:
+        for f in self.files:
+            try:
+                img = read_bgr(f)
+            except ImageReadError as exc:
+                log.warning("skipped %s", exc)
+                self.skipped.append((f, str(exc)))
+                continue
+            yield Frame(img, 0, 0.0, str(f), f, f.relative_to(self.path).as_posix())
+
+
+def _is_ferkit_output(d: Path) -> bool:
+    """A folder written by ``ferkit predict`` (its annotated images are not new inputs)."""
+    return all((d / n).is_file() for n in PREDICT_OUTPUT_MARKERS)
+
+
+def _list_images(root: Path, exclude: list[Path]) -> list[Path]:
+    excluded = {p.resolve() for p in exclude}
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        d = Path(dirpath)
+        # Never read back outputs (the --out folder, earlier `ferkit predict` runs inside the source), nor hidden folders.
+        keep = []
+        for n in sorted(dirnames):
+            if n.startswith(".") or (d / n).resolve() in excluded:
+                continue
+            if _is_ferkit_output(d / n):
+                log.info("%s: left out, it holds the outputs of an earlier `ferkit predict`", d / n)
+                continue
+            keep.append(n)
+        dirnames[:] = keep
+        files.extend(d / n for n in filenames if is_image_file(n) and not n.startswith("."))
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+class _CaptureSource(Source):
+    """Shared reading loop of video files, webcams and streams (cv2.VideoCapture)."""
+
+    def _describe(self, cap: cv2.VideoCapture) -> None:
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and 0 < fps < 1000 else None
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.size = (w, h) if w > 0 and h > 0 else None
+
+
+class VideoSource(_CaptureSource):
+    """A video file. Timestamps come from the container (CAP_PROP_POS_MSEC), else index / fps."""
+
+    kind = "video"
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.name = str(path)
+        if path.stat().st_size == 0:
+            raise ValueError(f"{path}: empty file (0 bytes); expected a video")
+        cap = cv2.VideoCapture(str(path))
+        try:
+            if not cap.isOpened():
+                raise ValueError(f"{path}: cannot be opened as a video (not a video, truncated, or a video with no frames)")
+            self._describe(cap)
+            n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            self.frame_count = n if n > 0 else None
+            ok, first = cap.read()
+            if not ok or first is None:
+                raise ValueError(f"{path}: the video has no frames")
+            if self.size is None:
+                self.size = (first.shape[1], first.shape[0])
+        finally:
+            cap.release()
+
+    def __iter__(self) -> Iterator[Frame]:
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            raise ValueError(f"{self.path}: cannot be opened as a video")
+        try:
+            index, last_t = 0, -1.0
+            while True:
+                ok, img = cap.read()
+                if not ok or img is None:
+                    break
+                t = _timestamp(cap, index, self.fps, last_t)
+                last_t = t
+                yield Frame(img, index, t, str(self.path), self.path, self.path.name)
+                index += 1
+        finally:
+            cap.release()
+
+
+def _timestamp(cap: cv2.VideoCapture, index: int, fps: float | None, last: float) -> float:
+    """Seconds of the frame just read: the container's timestamp when it increases, else index / fps."""
+    ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+    t = ms / 1000.0 if ms and ms > 0 else (0.0 if index == 0 else -1.0)
+    if t <= last:  # missing or non-monotonic container timestamps (some codecs, some streams)
+        t = index / fps if fps else last + 1.0 / 30.0
+    return float(t)
+
+
+class LiveSource(_CaptureSource):
+    """A webcam (by index) or a network stream (URL). Holds the device until closed or exhausted."""
+
+    def __init__(self, target: int | str):
+        self.target = target
+        self.kind = "webcam" if isinstance(target, int) else "stream"
+        self.name = f"webcam:{target}" if isinstance(target, int) else str(target)
+        with _quiet_opencv():
+            cap = cv2.VideoCapture(target)
+        if not cap.isOpened():
+            cap.release()
+            if isinstance(target, int):
+                raise RuntimeError(f"no camera at index {target} (OpenCV could not open it; "
+                                   "is a camera connected and free, and is this process allowed to use it?)")
+            raise RuntimeError(f"{target}: cannot open the stream (check the URL, the network and the codec)")
+        self._cap: cv2.VideoCapture | None = cap
+        self._describe(cap)
+
+    def __iter__(self) -> Iterator[Frame]:
+        cap = self._cap
+        if cap is None:
+            raise RuntimeError(f"{self.name}: already read to its end or closed; open the source again")
+        t0 = time.monotonic()
+        index, failures = 0, 0
+        try:
+            while True:
+                ok, img = cap.read()
+                if not ok or img is None:
+                    failures += 1
+                    if failures >= LIVE_READ_RETRIES:
+                        level = logging.INFO if index else logging.WARNING
+                        log.log(level, "%s: no frame after %d tries; the source has ended (%d frames read)",
+                                self.name, failures, index)
+                        break
+                    log.debug("%s: dropped a frame", self.name)
+                    continue
+                failures = 0
+                # Wall-clock time: cameras and streams give no reliable container timestamps.
+                yield Frame(img, index, time.monotonic() - t0, self.name, None, self.name)
+                index += 1
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+@contextlib.contextmanager
+def _quiet_opencv():
+    """Silence OpenCV's own warnings while probing a camera (it logs one line per backend it tries)."""
+    logging_mod = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging_mod is None:
+        yield
+        return
+    old = logging_mod.getLogLevel()
+    logging_mod.setLogLevel(logging_mod.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        logging_mod.setLogLevel(old)
+
+
+def open_source(spec: str | int | Path, exclude: list[str | Path] | None = None) -> Source:
+    """Open an image file, a folder (recursive), a video file, a webcam index (``0`` or ``"0"``) or a stream URL.
+
+    ``exclude`` lists folders to leave out of a folder source (e.g. the output folder).
+    Raises FileNotFoundError for a path that does not exist, ValueError for an
+    unreadable image, an empty folder or a video with no frames, RuntimeError
+    for a camera or stream that cannot be opened.
+    """
+    if isinstance(spec, bool):
+        raise TypeError(f"source must be a path, URL or camera index, got {spec!r}")
+    if isinstance(spec, (int, np.integer)):
+        return LiveSource(int(spec))
+    text = str(spec).strip()
+    if text.isdigit():
+        return LiveSource(int(text))
+    if text.lower().startswith(STREAM_SCHEMES):
+        return LiveSource(text)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return FolderSource(path, [Path(p) for p in exclude or []])
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder (expected an image, a folder, a video, "
+                                "a webcam index or a stream URL)")
+    if is_image_file(path):
+        return ImageSource(path)
+    return VideoSource(path)
