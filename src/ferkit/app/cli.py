@@ -13,7 +13,7 @@ import logging
 import sys
 
 # Sub-command modules, in the order ``ferkit --help`` lists them.
-COMMANDS = ("predict", "train", "eval", "data", "models", "export")
+COMMANDS = ("predict", "serve", "train", "eval", "sweep", "explain", "report", "data", "models", "bench-models", "export")
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -31,9 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
-            module = importlib.import_module(f"ferkit.app.cmd_{name}")
+            module = importlib.import_module(f"ferkit.app.cmd_{name.replace('-', '_')}")
         except ModuleNotFoundError as exc:
-            if exc.name != f"ferkit.app.cmd_{name}":
+            if exc.name != f"ferkit.app.cmd_{name.replace('-', '_')}":
                 raise
             continue
         module.register(sub, _Formatter)

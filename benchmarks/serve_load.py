@@ -1,0 +1,233 @@
+"""Load test of ``ferkit serve`` on loopback: N concurrent clients posting a one-face 640x480 photo.
+
+Starts ``ferkit serve`` as a subprocess on a free loopback port (so that the
+clients and the server do not share one Python interpreter lock), or uses a
+server already running on this machine (``--url``), then runs a bounded load:
+``--clients`` threads, each with its own keep-alive connection, each sending
+``--requests`` POST /v1/predict requests one after another. Reports throughput,
+latency percentiles, errors and the server's batching counters (/health).
+
+The photo is real: the largest face of a photo from ``shared/data/photos``, cut
+out with its surroundings at 4:3 and resized to 640x480.
+
+    python benchmarks/serve_load.py                          # 8 clients x 200 requests
+    python benchmarks/serve_load.py --clients 4 --requests 20 --json out.json
+
+Target (issue 5): no errors and p95 latency under 200 ms on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import cv2
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FERKIT_SHARED", REPO.parent / "shared"))
+
+
+def one_face_photo(photo: Path, yunet: Path | None, size: tuple[int, int] = (640, 480)) -> bytes:
+    """JPEG bytes: the largest face of ``photo`` with its surroundings, 4:3, resized to ``size``."""
+    from ferkit.infer.detectors import create_detector
+
+    img = cv2.imread(str(photo))
+    if img is None:
+        raise FileNotFoundError(f"{photo}: not a readable photo")
+    faces = create_detector("yunet" if yunet else "auto", yunet_path=yunet).detect(img)
+    if not faces:
+        raise ValueError(f"{photo}: no face found to build the benchmark photo from")
+    x, y, w, h = max(faces, key=lambda d: d.box[2] * d.box[3]).box
+    ch = min(img.shape[0], int(h / 0.4))  # the face fills ~40% of the frame height, as in a webcam picture
+    cw = min(img.shape[1], ch * size[0] // size[1])
+    ch = cw * size[1] // size[0]
+    cx, cy = x + w // 2, y + h // 2
+    x0 = min(max(cx - cw // 2, 0), img.shape[1] - cw)
+    y0 = min(max(cy - ch // 2, 0), img.shape[0] - ch)
+    crop = cv2.resize(img[y0:y0 + ch, x0:x0 + cw], size, interpolation=cv2.INTER_AREA)
+    return cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(args) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    cmd = [sys.executable, "-m", "ferkit.app.cli", "-q", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--detector", args.detector, "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    cmd += ["--backend", args.backend]
+    for m in args.model or []:
+        cmd += ["--model", m]
+    if args.yunet:
+        cmd += ["--yunet", str(args.yunet)]
+    env = {**os.environ, "FERKIT_API_KEY": ""}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.time()
+    while time.time() - t0 < 120:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ferkit serve exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    proc.terminate()
+    raise RuntimeError("ferkit serve did not answer /health within 120 s")
+
+
+def _check_loopback(url: str) -> None:
+    host = urlparse(url).hostname or ""
+    try:
+        ok = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise SystemExit(f"--url must point at this machine (127.0.0.0/8, ::1 or localhost), got {url}")
+
+
+def run_load(url: str, photo: bytes, clients: int, requests: int, params: dict, headers: dict,
+             max_seconds: float) -> dict:
+    latencies: list[float] = []  # seconds, of every request that got an answer
+    errors: list[str] = []
+    attempts = [0]
+    server_ms: list[float] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + max_seconds
+    start = threading.Barrier(clients + 1)
+
+    def client() -> None:
+        with httpx.Client(base_url=url, timeout=30.0, headers=headers) as c:
+            start.wait()
+            for _ in range(requests):
+                if time.monotonic() > deadline:
+                    return
+                t0 = time.perf_counter()
+                with lock:
+                    attempts[0] += 1
+                try:
+                    r = c.post("/v1/predict", params=params, files={"file": ("bench.jpg", photo, "image/jpeg")})
+                    dt = time.perf_counter() - t0
+                    ok = r.status_code == 200 and len(r.json()["faces"]) >= 1
+                    with lock:
+                        latencies.append(dt)
+                        if ok:
+                            server_ms.append(r.json()["time_ms"])
+                        else:
+                            errors.append(f"HTTP {r.status_code}: {r.text[:200]}")
+                except (httpx.HTTPError, ValueError, KeyError) as exc:
+                    with lock:
+                        errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    lat = np.array(latencies) * 1000.0
+    percentiles = {"p50": 50, "p95": 95, "p99": 99, "max": 100}
+    return {
+        "clients": clients,
+        "requests": attempts[0],
+        "errors": len(errors),
+        "error_examples": sorted(set(errors))[:5],
+        "seconds": round(wall, 2),
+        "throughput_rps": round(len(latencies) / wall, 2) if wall > 0 else None,
+        "latency_ms": {k: round(float(np.percentile(lat, q)), 1) for k, q in percentiles.items()} if len(lat) else {},
+        "server_time_ms_mean": round(statistics.fmean(server_ms), 1) if server_ms else None,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=8, help="concurrent clients")
+    ap.add_argument("--requests", type=int, default=200, help="requests per client")
+    ap.add_argument("--photo", type=Path, default=SHARED / "data" / "photos" / "two_people.jpg",
+                    help="photo whose largest face makes the 640x480 request image")
+    ap.add_argument("--url", help="an already running server on this machine (default: start `ferkit serve`)")
+    ap.add_argument("--api-key", help="X-API-Key for --url")
+    ap.add_argument("--model", action="append", help="model(s) for the started server (default: the shipped one)")
+    ap.add_argument("--detector", default="yunet", choices=("auto", "yunet", "haar"))
+    ap.add_argument("--yunet", type=Path, default=SHARED / "models" / "face_detection_yunet_2023mar.onnx",
+                    help="YuNet weights (the shared test copy by default)")
+    ap.add_argument("--max-batch", type=int, default=64)
+    ap.add_argument("--max-wait-ms", type=float, default=2.0)
+    ap.add_argument("--backend", default="torch", choices=("torch", "onnx"), help="server's inference backend")
+    ap.add_argument("--threads", type=int, default=0, help="server's CPU threads per forward pass (0: all cores)")
+    ap.add_argument("--warmup", type=int, default=5, help="requests sent before timing")
+    ap.add_argument("--max-seconds", type=float, default=600, help="stop the load after this long, whatever is left")
+    ap.add_argument("--json", help="also write the result here")
+    args = ap.parse_args()
+    if args.clients < 1 or args.requests < 1:
+        raise SystemExit("--clients and --requests must be at least 1")
+    yunet = args.yunet if args.yunet and args.yunet.is_file() else None
+    args.yunet = yunet
+    photo = one_face_photo(args.photo, yunet)
+
+    proc = None
+    if args.url:
+        _check_loopback(args.url)
+        url = args.url.rstrip("/")
+    else:
+        proc, url = start_server(args)
+    headers = {"X-API-Key": args.api_key} if args.api_key else {}
+    try:
+        with httpx.Client(base_url=url, timeout=60, headers=headers) as c:
+            for _ in range(args.warmup):
+                c.post("/v1/predict", files={"file": ("w.jpg", photo, "image/jpeg")}).raise_for_status()
+            before = c.get("/health").json()["batching"]
+        result = run_load(url, photo, args.clients, args.requests, {}, headers, args.max_seconds)
+        after = httpx.get(f"{url}/health", timeout=10).json()["batching"]
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+    name = next(iter(after))
+    batches = after[name]["batches"] - before[name]["batches"]
+    crops = after[name]["crops"] - before[name]["crops"]
+    result["mean_batch"] = round(crops / batches, 2) if batches else None
+    result["largest_batch"] = after[name]["largest_batch"]
+    result["photo"] = f"{args.photo.name}: largest face, 640x480 JPEG ({len(photo)} bytes)"
+    result["detector"] = args.detector if yunet or args.detector != "yunet" else "auto"
+    result["server_threads"] = args.threads or "default"
+    result["cpu_count"] = os.cpu_count()
+    result["load_average_1min"] = round(os.getloadavg()[0], 2)  # this machine is shared: say how busy it was
+
+    lat = result["latency_ms"]
+    print(f"{result['clients']} clients x {args.requests} requests: {result['requests']} done in {result['seconds']} s, "
+          f"{result['errors']} errors")
+    print(f"throughput {result['throughput_rps']} requests/s; latency p50 {lat.get('p50')} ms, p95 {lat.get('p95')} ms, "
+          f"p99 {lat.get('p99')} ms, max {lat.get('max')} ms; server time {result['server_time_ms_mean']} ms mean")
+    print(f"load average {result['load_average_1min']} on {result['cpu_count']} CPUs")
+    print(f"batching: {result['mean_batch']} face crops per forward pass on average (largest {result['largest_batch']})")
+    for e in result["error_examples"]:
+        print(f"  error: {e}")
+    if lat.get("p95") is not None:
+        print(f"target p95 < 200 ms and no errors: {'met' if lat['p95'] < 200 and not result['errors'] else 'NOT met'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
