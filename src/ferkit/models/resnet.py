@@ -127,9 +127,11 @@ class ResNet(FerModel):
 
 
 @register_model(family="resnet")
-def resnet11(num_classes: int = 7, in_chans: int = 1, width: int = 64, dropout: float = 0.0) -> ResNet:
-    """ResNet-11: one basic block per stage."""
-    return ResNet(BasicBlock, (1, 1, 1, 1), num_classes, in_chans, width, dropout=dropout)
+def resnet11(num_classes: int = 7, in_chans: int = 1, width: int = 64, dropout: float = 0.0, stages: int = 4) -> ResNet:
+    """ResNet-11: one basic block per stage; ``stages`` stages (4 is the standard one; 3 or 5 for depth studies)."""
+    if not 1 <= stages <= 6:
+        raise ValueError(f"resnet11: stages must be between 1 and 6, got {stages}")
+    return ResNet(BasicBlock, (1,) * stages, num_classes, in_chans, width, dropout=dropout)
 
 
 @register_model(family="resnet")

@@ -1,0 +1,68 @@
+"""``ferkit explain``: saliency / Grad-CAM grids and prediction galleries of a trained model."""
+
+from __future__ import annotations
+
+
+def register(sub, formatter) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="what a model looks at: saliency and Grad-CAM grids, galleries of right and wrong predictions",
+        formatter_class=formatter,
+        description="Show what a trained model looks at, e.g.\n"
+        "  ferkit explain --model runs/vgg9 --data ../shared/data/fer2013 --split test --out runs/vgg9/explain\n"
+        "  ferkit explain --model runs/vgg9 --images face1.jpg face2.png --out explain/\n"
+        "Writes saliency.png (per image: original | vanilla-gradient saliency | Grad-CAM overlay, with true and\n"
+        "predicted labels) and, for a dataset split, gallery_correct.png, gallery_wrong.png (most confident\n"
+        "right and wrong predictions per class), gallery_confused.png (the most confused class pairs) and\n"
+        "galleries.csv. --images are face crops: each is resized to the model's input as a whole.",
+    )
+    p.add_argument("--model", "-m", default="default", help="checkpoint file, run folder, or 'default' (the shipped model)")
+    p.add_argument("--data", "-d", help="fer2013.csv or image folder; if not given, the dataset the model was trained on")
+    p.add_argument("--split", "-s", default="test", help="train / val / test, or Training / PublicTest / PrivateTest")
+    p.add_argument("--images", nargs="+", metavar="IMAGE", help="explain these face-crop image files (no dataset galleries "
+                   "unless --data is also given)")
+    p.add_argument("--n", type=int, default=8, help="images in the saliency grid (from the split) and per gallery row")
+    p.add_argument("--pairs", type=int, default=4, help="most confused class pairs shown")
+    p.add_argument("--limit", type=int, default=0, help="score a stratified subset of this many split images (0: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the images picked from the split")
+    p.add_argument("--out", "-o", required=True, help="output folder")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from ferkit.report.saliency import explain_images, save_explanation_grid
+
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    out = Path(args.out)
+    written = []
+    if args.images:
+        from ferkit.engine.checkpoint import load_model
+        from ferkit.imageio import read_image
+
+        model, pre = load_model(args.model, args.device)
+        images = [read_image(p) for p in args.images]  # raises naming an unreadable file
+        ex = explain_images(model, pre, images, names=[str(p) for p in args.images])
+        written.append(save_explanation_grid(ex, out / "saliency.png", title=f"{Path(args.model).name}: saliency and Grad-CAM"))
+    if not args.images or args.data:
+        from ferkit.report.galleries import predict_split, write_galleries
+
+        sp = predict_split(args.model, args.data, args.split, limit=args.limit, seed=args.seed, device=args.device)
+        if not args.images:
+            rng = np.random.default_rng(args.seed)
+            # round-robin over classes, so the grid shows several expressions
+            per_class = [rng.permutation(np.where(sp.labels == c)[0]) for c in range(len(sp.label_names))]
+            pick = [int(ix[r]) for r in range(max(map(len, per_class))) for ix in per_class if r < len(ix)][: args.n]
+            ex = explain_images(sp.model, sp.pre, sp.images[pick], labels=sp.labels[pick], names=list(sp.sources[pick]))
+            acc = float((sp.pred == sp.labels).mean())
+            written.append(save_explanation_grid(ex, out / "saliency.png",
+                                                 title=f"{args.split} split ({len(sp.labels)} images, accuracy {acc:.3f})"))
+        written += list(write_galleries(sp, out, n=args.n, pairs=args.pairs).values())
+    for p in written:
+        print(f"wrote {p}")
+    return 0

@@ -1,0 +1,186 @@
+"""Galleries of a model's predictions on a dataset split: per class the most confident correct and
+wrong predictions, and examples of the most confused class pairs.
+
+``predict_split`` scores a split the way ``ferkit eval`` does (classes matched by
+name, the one colour conversion, the trainer's resize); ``write_galleries`` draws
+PNG grids and lists every shown image in ``galleries.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from ferkit.engine.preprocess import Preprocess
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitPredictions:
+    """A split's images (at the dataset's size, in the model's channels), true labels and predicted probabilities."""
+
+    images: np.ndarray  # uint8 (N, H, W) or (N, H, W, 3)
+    labels: np.ndarray  # int64 (N,), index into label_names
+    probs: np.ndarray  # float (N, K)
+    sources: np.ndarray  # (N,) str
+    label_names: tuple[str, ...]
+    split: str
+    model: nn.Module
+    pre: Preprocess
+
+    @property
+    def pred(self) -> np.ndarray:
+        return self.probs.argmax(1)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.probs.max(1)
+
+
+def predict_split(model_spec: str | Path = "default", data: str | Path | None = None, split: str = "test",
+                  limit: int = 0, seed: int = 0, device: str = "cpu", batch_size: int = 256) -> SplitPredictions:
+    """Load a model (checkpoint, run folder or ``"default"``) and predict every image of one split of ``data``.
+
+    ``data`` defaults to the dataset the model was trained on; ``limit`` > 0 keeps a seeded,
+    class-stratified subset of that many images (quick looks at large splits).
+    """
+    from ferkit import labels as L
+    from ferkit.data.dataset import canonical_split
+    from ferkit.data.readers import load_dataset
+    from ferkit.engine.checkpoint import build_from_checkpoint, load_checkpoint
+    from ferkit.engine.trainer import images_to_tensor, predict_probs, stratified_subset
+    from ferkit.imageio import to_model_channels
+
+    split = canonical_split(split)
+    ckpt = load_checkpoint(model_spec)
+    model, pre = build_from_checkpoint(ckpt)
+    model = model.to(device).eval()
+    cfg = ckpt.get("config") or {}
+    if data is None:
+        data = cfg.get("data")
+        if not data:
+            raise ValueError(f"{ckpt['path']}: the checkpoint names no dataset; pass --data PATH")
+    ds = load_dataset(data)
+    part = ds.subset(split)
+    if len(part) == 0:
+        raise ValueError(f"{data}: the {split!r} split is empty (splits present: {ds.splits()})")
+    if (L.mapping(part.label_names, pre.label_names) < 0).all():
+        raise ValueError(f"{data}: its classes {list(part.label_names)} share no name with the model's {list(pre.label_names)}")
+    part = part.remap(pre.label_names)
+    part = stratified_subset(part, limit, seed)
+    images = part.images
+    if part.channels != pre.channels:
+        images = np.stack([to_model_channels(im, pre.channels) for im in images])
+    probs = predict_probs(model, images_to_tensor(images).to(device), pre, "none", batch_size)
+    log.info("predicted %d %s images of %s with %s", len(part), split, data, ckpt["path"])
+    return SplitPredictions(images, part.labels, probs, part.sources, tuple(pre.label_names), split, model, pre)
+
+
+def confused_pairs(labels: np.ndarray, pred: np.ndarray, num_classes: int, k: int = 4) -> list[tuple[int, int, int]]:
+    """The ``k`` most frequent (true, predicted, count) mistakes, most frequent first."""
+    cm = np.bincount(labels * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+    np.fill_diagonal(cm, 0)
+    order = np.argsort(-cm, axis=None, kind="stable")
+    out = []
+    for flat in order[:k]:
+        t, p = divmod(int(flat), num_classes)
+        if cm[t, p] > 0:
+            out.append((t, p, int(cm[t, p])))
+    return out
+
+
+def _top(index: np.ndarray, score: np.ndarray, n: int) -> np.ndarray:
+    return index[np.argsort(-score[index], kind="stable")[:n]]
+
+
+def select_examples(sp: SplitPredictions, n: int = 8, pairs: int = 4) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """Indices to show: ``{"correct": [(class, idx)], "wrong": [(class, idx)], "confused": [("a -> b (count)", idx)]}``.
+
+    Correct: the class's most confident right predictions. Wrong: images of the class
+    predicted as another class, most confident first. Confused: for each of the most
+    frequent (true, predicted) mistakes, its most confident examples.
+    """
+    pred, conf, y = sp.pred, sp.confidence, sp.labels
+    out: dict[str, list] = {"correct": [], "wrong": [], "confused": []}
+    for c, name in enumerate(sp.label_names):
+        out["correct"].append((name, _top(np.where((y == c) & (pred == c))[0], conf, n)))
+        out["wrong"].append((name, _top(np.where((y == c) & (pred != c))[0], conf, n)))
+    for t, p, count in confused_pairs(y, pred, len(sp.label_names), pairs):
+        idx = _top(np.where((y == t) & (pred == p))[0], conf, n)
+        out["confused"].append((f"{sp.label_names[t]} → {sp.label_names[p]} ({count})", idx))
+    return out
+
+
+def _draw(sp: SplitPredictions, rows: list[tuple[str, np.ndarray]], n: int, path: Path, title: str, show_pred: bool) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nrows = max(1, len(rows))
+    fig, axes = plt.subplots(nrows, n, figsize=(max(n * 0.95 + 0.9, 5.5), nrows * 1.08 + 0.7), squeeze=False)
+    for r in range(nrows):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.set_xticks([]), ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if r >= len(rows):
+                continue
+            label, idx = rows[r]
+            if c == 0:
+                ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+            if c >= len(idx):
+                if c == 0:
+                    ax.text(0.5, 0.5, "none", ha="center", va="center", fontsize=7, color="grey", transform=ax.transAxes)
+                continue
+            i = int(idx[c])
+            im = sp.images[i]
+            ax.imshow(im, cmap="gray" if im.ndim == 2 else None, vmin=0, vmax=255)
+            cap = f"{sp.label_names[sp.pred[i]]} {sp.confidence[i]:.2f}" if show_pred else f"{sp.confidence[i]:.2f}"
+            ax.set_title(cap, fontsize=6, pad=2)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_galleries(sp: SplitPredictions, out_dir: str | Path, n: int = 8, pairs: int = 4) -> dict[str, Path]:
+    """Write ``gallery_correct.png``, ``gallery_wrong.png``, ``gallery_confused.png`` and ``galleries.csv`` into ``out_dir``.
+
+    Returns ``{kind: path}``. Captions give the predicted class (wrong / confused) and its probability.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ex = select_examples(sp, n, pairs)
+    acc = float((sp.pred == sp.labels).mean())
+    what = f"{sp.split} split, {len(sp.labels)} images, accuracy {acc:.3f}"
+    paths = {}
+    titles = {
+        "correct": (f"most confident correct predictions per class\n{what}; caption: probability", False),
+        "wrong": (f"most confident wrong predictions per true class\n{what}; caption: predicted class, probability", True),
+        "confused": (f"most confused class pairs: true → predicted (count)\n{what}; caption: predicted class, probability",
+                     True),
+    }
+    for kind, (title, show_pred) in titles.items():
+        paths[kind] = out / f"gallery_{kind}.png"
+        _draw(sp, ex[kind], n, paths[kind], title, show_pred)
+    paths["csv"] = out / "galleries.csv"
+    with open(paths["csv"], "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["gallery", "row", "rank", "source", "true", "predicted", "confidence"])
+        for kind in ("correct", "wrong", "confused"):
+            for label, idx in ex[kind]:
+                for rank, i in enumerate(idx, 1):
+                    w.writerow([kind, label, rank, sp.sources[i], sp.label_names[sp.labels[i]],
+                                sp.label_names[sp.pred[i]], f"{sp.confidence[i]:.4f}"])
+    log.info("wrote galleries of %s to %s", what, out)
+    return paths
