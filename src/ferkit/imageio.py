@@ -61,13 +61,8 @@ def to_model_channels(img: np.ndarray, channels: int, order: str = "rgb") -> np.
     raise ValueError(f"channels must be 1 or 3, got {channels}")
 
 
-def read_image(path: str | Path, channels: int | None = None) -> np.ndarray:
-    """Decode an image file to uint8 grey ``(H, W)`` or RGB ``(H, W, 3)``.
-
-    With ``channels=None`` the file's own colour is kept (grey stays grey).
-    Raises :class:`ImageReadError` naming the file for missing, empty or
-    undecodable files.
-    """
+def _decode(path: str | Path) -> np.ndarray:
+    """Decode a file as stored: grey or BGR(A), 8- or 16-bit. Raises :class:`ImageReadError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
@@ -78,6 +73,17 @@ def read_image(path: str | Path, channels: int | None = None) -> np.ndarray:
     img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if img is None:
         raise ImageReadError(f"{path}: not a readable image (OpenCV could not decode it)")
+    return img
+
+
+def read_image(path: str | Path, channels: int | None = None) -> np.ndarray:
+    """Decode an image file to uint8 grey ``(H, W)`` or RGB ``(H, W, 3)``.
+
+    With ``channels=None`` the file's own colour is kept (grey stays grey).
+    Raises :class:`ImageReadError` naming the file for missing, empty or
+    undecodable files.
+    """
+    img = _decode(path)
     if img.ndim == 3 and img.shape[2] in (3, 4):
         img = to_model_channels(img, 3, order="bgr")
     else:
@@ -85,6 +91,17 @@ def read_image(path: str | Path, channels: int | None = None) -> np.ndarray:
     if channels is not None:
         img = to_model_channels(img, channels)
     return img
+
+
+def read_bgr(path: str | Path) -> np.ndarray:
+    """Decode an image file to uint8 BGR ``(H, W, 3)``, the layout of video frames (detectors and drawing use it).
+
+    Grey files are expanded, alpha is dropped, 16-bit is scaled. Raises :class:`ImageReadError` naming the file.
+    """
+    img = to_uint8(_decode(path))
+    if img.ndim == 2 or img.shape[2] == 1:
+        return cv2.cvtColor(img.reshape(img.shape[:2]), cv2.COLOR_GRAY2BGR)
+    return np.ascontiguousarray(img[:, :, :3])
 
 
 def is_image_file(path: str | Path) -> bool:

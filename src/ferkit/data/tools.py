@@ -369,34 +369,11 @@ def dataset_stats(
             w.writerow(["total", *tot, sum(tot)])
         log.info("wrote class counts to %s", csv_path)
     if plot_path is not None:
+        from ferkit.report.plots import plot_class_counts  # matplotlib only when a plot is asked for
+
         plot_class_counts(st.counts, st.label_names, plot_path, title=data.name)
         log.info("wrote class-count chart to %s", plot_path)
     return st
-
-
-def plot_class_counts(counts: dict[str, dict[str, int]], classes: Sequence[str], path: str | Path, title: str = "") -> None:
-    """Grouped bar chart: one group per class, one bar per split."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    splits = list(counts)
-    x = np.arange(len(classes))
-    width = 0.8 / max(len(splits), 1)
-    fig, ax = plt.subplots(figsize=(1.5 + 0.9 * len(classes), 4))
-    for i, s in enumerate(splits):
-        vals = [counts[s].get(c, 0) for c in classes]
-        bars = ax.bar(x + (i - (len(splits) - 1) / 2) * width, vals, width, label=s)
-        ax.bar_label(bars, fontsize=7)
-    ax.set_xticks(x, classes, rotation=30, ha="right")
-    ax.set_ylabel("images")
-    ax.legend()
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 # ------------------------------------------------------------------ split

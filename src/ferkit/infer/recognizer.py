@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ferkit.engine.checkpoint import load_model, resolve_checkpoint_path
 from ferkit.engine.preprocess import Preprocess
 from ferkit.engine.trainer import select_device
-from ferkit.imageio import read_image, to_model_channels, to_uint8
+from ferkit.imageio import read_bgr, to_model_channels, to_uint8
 from ferkit.infer.align import crop_faces
 from ferkit.infer.detectors import FaceDetector, create_detector, models_dir, sha256_file
 from ferkit.infer.results import Detection, Face
@@ -75,8 +75,8 @@ def as_bgr(image, order: str = "bgr") -> np.ndarray:
     if order not in ("bgr", "rgb"):
         raise ValueError(f"order must be 'bgr' or 'rgb', got {order!r}")
     if isinstance(image, (str, os.PathLike)):
-        img, order = read_image(image), "rgb"  # ImageReadError (a ValueError) names the file
-    elif type(image).__module__.startswith("PIL."):
+        return read_bgr(image)  # decoded straight to BGR; ImageReadError (a ValueError) names the file
+    if type(image).__module__.startswith("PIL."):
         img, order = _pil_to_array(image), "rgb"
     elif isinstance(image, np.ndarray):
         img = image

@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferkit.imageio import IMAGE_EXTENSIONS, ImageReadError, is_image_file
+from ferkit.imageio import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_bgr
 
 log = logging.getLogger(__name__)
 
@@ -80,23 +80,6 @@ class Source:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, fps={self.fps}, frame_count={self.frame_count}, size={self.size})"
-
-
-def read_bgr(path: str | Path) -> np.ndarray:
-    """Decode an image file to uint8 BGR ``(H, W, 3)``; grey, 16-bit and RGBA files are converted by OpenCV.
-
-    Raises :class:`~ferkit.imageio.ImageReadError` (a ValueError) naming the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: empty file (0 bytes)")
-    # fromfile+imdecode handles non-ASCII paths; IMREAD_COLOR gives 8-bit BGR and honours EXIF rotation.
-    img = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ImageReadError(f"{path}: not a readable image (OpenCV could not decode it)")
-    return img
 
 
 class ImageSource(Source):

@@ -11,6 +11,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
+from typing import TextIO
 
 import cv2
 import numpy as np
@@ -29,7 +30,23 @@ def _same_file(a: Path, b: Path | None) -> bool:
         return False
 
 
-class JsonlWriter:
+class _TextFileWriter:
+    """A writer over one text file handle ``self._fh``: close() and use as a context manager."""
+
+    _fh: TextIO
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class JsonlWriter(_TextFileWriter):
     """``results.jsonl``: one JSON object per face per frame (see :meth:`FrameResult.records`)."""
 
     def __init__(self, path: str | Path):
@@ -42,16 +59,6 @@ class JsonlWriter:
         for rec in result.records():
             self._fh.write(json.dumps(rec) + "\n")
             self.rows += 1
-
-    def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
-
-    def __enter__(self) -> JsonlWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -131,7 +138,7 @@ class AnnotatedImageWriter:
         return path
 
 
-class TimelineWriter:
+class TimelineWriter(_TextFileWriter):
     """Emotion over time for a video: ``timeline.csv`` (one row per frame) and ``timeline.png``.
 
     A row holds ``frame, time_s, faces`` and the mean probability of each emotion
@@ -165,16 +172,6 @@ class TimelineWriter:
             values = [""] * len(self.label_names)
         self._csv.writerow([result.frame, f"{result.time_s:.4f}", len(result.faces), *values])
         self.rows += 1
-
-    def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
-
-    def __enter__(self) -> TimelineWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def plot_timeline(csv_path: str | Path, png_path: str | Path, title: str = "") -> Path:

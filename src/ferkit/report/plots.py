@@ -52,3 +52,23 @@ def plot_confusion(cm: np.ndarray | list, labels: list[str], path: str | Path, t
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_class_counts(counts: dict[str, dict[str, int]], classes: list[str] | tuple[str, ...], path: str | Path, title: str = "") -> None:
+    """Grouped bar chart: one group per class, one bar per split."""
+    splits = list(counts)
+    x = np.arange(len(classes))
+    width = 0.8 / max(len(splits), 1)
+    fig, ax = plt.subplots(figsize=(1.5 + 0.9 * len(classes), 4))
+    for i, s in enumerate(splits):
+        vals = [counts[s].get(c, 0) for c in classes]
+        bars = ax.bar(x + (i - (len(splits) - 1) / 2) * width, vals, width, label=s)
+        ax.bar_label(bars, fontsize=7)
+    ax.set_xticks(x, classes, rotation=30, ha="right")
+    ax.set_ylabel("images")
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
