@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ferkit.app.args import add_dataset, add_model
+
 
 def register(sub, formatter) -> None:
     p = sub.add_parser(
@@ -15,9 +17,8 @@ def register(sub, formatter) -> None:
         "figure leaves out test images that have an identical copy in Training (from duplicates.csv).\n"
         "FER2013 splits: train = Training, val = PublicTest (checkpoint selection), test = PrivateTest (report this one).",
     )
-    p.add_argument("--model", "-m", default="default", help="checkpoint file, run folder, or 'default' (the shipped model)")
-    p.add_argument("--data", "-d", help="fer2013.csv or image folder; if not given, the dataset the model was trained on")
-    p.add_argument("--split", "-s", default="test", help="train / val / test, or Training / PublicTest / PrivateTest")
+    add_model(p)
+    add_dataset(p)
     p.add_argument("--tta", choices=("none", "flip", "tencrop"), default="none",
                    help="test-time augmentation, reported besides the plain figures")
     p.add_argument("--out", "-o",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ferkit.app.args import add_dataset, add_model
+
 
 def register(sub, formatter) -> None:
     p = sub.add_parser(
@@ -16,9 +18,8 @@ def register(sub, formatter) -> None:
         "right and wrong predictions per class), gallery_confused.png (the most confused class pairs) and\n"
         "galleries.csv. --images are face crops: each is resized to the model's input as a whole.",
     )
-    p.add_argument("--model", "-m", default="default", help="checkpoint file, run folder, or 'default' (the shipped model)")
-    p.add_argument("--data", "-d", help="fer2013.csv or image folder; if not given, the dataset the model was trained on")
-    p.add_argument("--split", "-s", default="test", help="train / val / test, or Training / PublicTest / PrivateTest")
+    add_model(p)
+    add_dataset(p)
     p.add_argument("--images", nargs="+", metavar="IMAGE", help="explain these face-crop image files (no dataset galleries "
                    "unless --data is also given)")
     p.add_argument("--n", type=int, default=8, help="images in the saliency grid (from the split) and per gallery row")

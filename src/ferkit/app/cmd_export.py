@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ferkit.app.args import add_model
+
 
 def register(sub, formatter) -> None:
     p = sub.add_parser(
@@ -17,7 +19,7 @@ def register(sub, formatter) -> None:
         "in ONNX metadata_props under 'ferkit.preprocess', in TorchScript's extra file 'ferkit_preprocess.json'.\n"
         "Use an ONNX file with  ferkit.Recognizer(model='vgg9.onnx')  (ONNX Runtime backend).",
     )
-    p.add_argument("--model", "-m", default="default", help="checkpoint file, run folder, or 'default' (the shipped model)")
+    add_model(p)
     p.add_argument("--format", "-f", dest="fmt", choices=("onnx", "torchscript"), default="onnx", help="output format")
     p.add_argument("--out", "-o", required=True, help="output file, e.g. model.onnx or model.pt")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ferkit.app.args import add_model
+
 
 def _fraction(text: str) -> float:
     try:
@@ -35,7 +37,7 @@ def register(sub, formatter) -> None:
     )
     p.add_argument("source", help="image file, folder, video file, webcam index (0, 1, ...) or stream URL (rtsp://, http://)")
     p.add_argument("--out", "-o", required=True, help="output folder (refused if it holds an earlier run, unless --overwrite)")
-    p.add_argument("--model", "-m", default="default", help="checkpoint file, run folder, or 'default' (the shipped model)")
+    add_model(p)
     p.add_argument("--detector", choices=("auto", "yunet", "haar"), default="auto",
                    help="face detector; auto = YuNet when its weights are at hand, else Haar (with a notice)")
     p.add_argument("--yunet", metavar="PATH",
