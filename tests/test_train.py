@@ -49,11 +49,12 @@ def test_short_run_learns_on_real_images(tmp_path):
 
 def _train_cmd(out: Path, epochs: int) -> list[str]:
     return [sys.executable, "-m", "ferkit.app.cli", "train", *FAST, f"epochs={epochs}", "train_limit=1200",
-            "val_limit=300", "scheduler=onecycle", "model_kwargs={width: 8}", "--out", str(out), "--no-progress"]
+            "val_limit=300", "scheduler=onecycle", "model_kwargs={width: 8}", "ema=0.9", "--out", str(out), "--no-progress"]
 
 
 def _final_state(run: Path) -> dict:
-    return load_checkpoint(run / "last.pt")["state_dict"]
+    ck = load_checkpoint(run / "last.pt")  # with ema: the averaged weights and the live ones
+    return {**ck["state_dict"], **{"live." + k: v for k, v in ck["train_state_dict"].items()}, "ema_updates": ck["ema_updates"]}
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
@@ -76,8 +77,9 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert r.returncode == 0, r.stderr
     a, b = _final_state(ref), _final_state(killed)
     assert a.keys() == b.keys()
+    assert a["ema_updates"] == b["ema_updates"] == 3 * (1200 // 64)
     for k in a:
-        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+        assert torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])), f"{k} differs after resume"
     ra = list(csv.DictReader(open(ref / "metrics.csv")))
     rb = list(csv.DictReader(open(killed / "metrics.csv")))
     assert [r["val_acc"] for r in ra] == [r["val_acc"] for r in rb]
@@ -138,3 +140,60 @@ def test_ddp_under_torchrun_on_two_cpu_processes(tmp_path):
     assert summary["epochs_run"] == 2 and summary["test"]["n"] > 0
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert len(rows) == 2 and float(rows[0]["train_img_s"]) > 0
+
+
+def test_weight_ema_is_the_running_mean_then_exponential():
+    from ferkit.engine.optim import WeightEMA
+
+    live = torch.nn.BatchNorm1d(1)
+    ema = WeightEMA(live, decay=0.75)  # the plain mean of up to 1 / (1 - 0.75) = 4 weight sets
+    seen = [live.weight.item()]
+    for v in (3.0, 5.0, 7.0):
+        live.weight.data.fill_(v)
+        live.num_batches_tracked += 1
+        ema.update(live)
+        seen.append(v)
+        assert ema.module.weight.item() == pytest.approx(sum(seen) / len(seen))
+    live.weight.data.fill_(9.0)
+    ema.update(live)  # then d = 0.75: a quarter of the way from 4 to 9
+    assert ema.module.weight.item() == pytest.approx(5.25)
+    assert int(ema.module.num_batches_tracked) == 3  # integer buffers are copied, not averaged
+    assert not any(p.requires_grad for p in ema.module.parameters())
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        WeightEMA(live, decay=1.0)
+
+
+def test_ema_run_validates_and_ships_the_averaged_weights(tmp_path):
+    from ferkit.engine.trainer import Trainer
+
+    cfg = load_config(None, FAST + ["epochs=2", "train_limit=600", "val_limit=300", "ema=0.95"])
+    t = Trainer(cfg, tmp_path / "run")
+    s = t.fit()
+    last, best = load_checkpoint(tmp_path / "run" / "last.pt"), load_checkpoint(tmp_path / "run" / "best.pt")
+    assert last["ema_updates"] == 2 * (600 // 64) and "train_state_dict" not in best
+    k = "head.1.weight"
+    assert not torch.equal(last["state_dict"][k], last["train_state_dict"][k])  # the average is not the live weights
+    # best.pt holds the averaged weights of the best epoch, and they score the val accuracy logged for it
+    assert torch.equal(t.eval_model.state_dict()[k].cpu(), best["state_dict"][k]) and t.eval_model is t.ema.module
+    assert t.evaluate(t.val_t)[0]["accuracy"] == pytest.approx(s["best_val_acc"])
+
+
+def test_distillation_targets_mix_teacher_views_and_labels(tmp_path):
+    from ferkit.engine.trainer import Trainer, images_to_tensor, predict_probs
+
+    train(load_config(None, FAST + ["epochs=1", "train_limit=600", "val_limit=200"]), tmp_path / "teacher")
+    cfg = load_config(None, FAST + ["epochs=1", "train_limit=600", "val_limit=200", f"distill={tmp_path / 'teacher'}",
+                                    "distill_tta=flip", "distill_weight=0.25"])
+    t = Trainer(cfg, tmp_path / "student")
+    teacher, pre = load_model(tmp_path / "teacher")
+    want = torch.from_numpy(predict_probs(teacher, images_to_tensor(t.train_data.images), pre, "flip", amp=t.amp, channels_last=t.cfg.channels_last))
+    cached = torch.load(tmp_path / "student" / "teacher_probs.pt", weights_only=True)
+    assert torch.allclose(cached, want, atol=1e-6)
+    onehot = torch.nn.functional.one_hot(torch.from_numpy(t.train_data.labels), 3).float()
+    assert torch.allclose(t.train_t.soft, 0.25 * want + 0.75 * onehot, atol=1e-6)
+    assert t.fit()["epochs_run"] == 1
+    # a teacher with other classes is refused, naming both label sets
+    bad = load_config(None, FAST + ["labels=happy,surprise", "epochs=1", "train_limit=300", "val_limit=100",
+                                    f"distill={tmp_path / 'teacher'}"])
+    with pytest.raises(ValueError, match="distill: the teacher .* predicts"):
+        Trainer(bad, tmp_path / "bad")

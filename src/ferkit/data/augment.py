@@ -181,6 +181,9 @@ def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > size)
 
 
+TTA_VIEWS = {"none": 1, "flip": 2, "tencrop": 10}  # views per image of each test-time augmentation mode
+
+
 def tta_views(x: torch.Tensor, mode: str, crop_frac: float = 0.875) -> torch.Tensor:
     """Test-time views of ``(B, C, S, S)``: ``(V, B, C, S, S)``.
 

@@ -62,6 +62,11 @@ class TrainConfig:
     balanced_sampling: bool = False  # sample classes equally often (with replacement)
     grad_clip: float = 0.0
     early_stopping: int = 0  # patience in epochs on val accuracy (0: off); best weights restored
+    distill: str | None = None  # teacher checkpoint or run folder: learn from its probabilities too
+    distill_tta: str = "tencrop"  # none | flip | tencrop: the teacher's views of each training image
+    distill_weight: float = 0.5  # share of the teacher's probabilities in the target (the rest: the label)
+    ema: float = 0.0  # >0: keep an exponential moving average of the weights with this decay per step
+    # (e.g. 0.999); validation, best.pt and the test figures then use the averaged weights
     # --- augmentation (see ferkit.data.augment.AugmentConfig); "none" turns it off
     augment: Any = "default"
     # --- evaluation and runtime

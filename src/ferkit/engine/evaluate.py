@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ferkit import labels as L
+from ferkit.data.augment import TTA_VIEWS
 from ferkit.data.dataset import FerData, canonical_split
 from ferkit.data.readers import load_dataset
 from ferkit.engine.checkpoint import build_from_checkpoint, load_checkpoint
@@ -31,7 +32,7 @@ from ferkit.report.metrics import classification_metrics, confusion_markdown, pe
 
 log = logging.getLogger(__name__)
 
-TTA_MODES = ("none", "flip", "tencrop")
+TTA_MODES = tuple(TTA_VIEWS)  # none, flip, tencrop
 DUPLICATES_NAME = "duplicates.csv"
 # FER2013's own names for the three splits (Kaggle file-name prefixes / fer2013.csv Usage).
 FER2013_SPLIT_NAMES = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 
 import torch
@@ -122,3 +123,32 @@ class Schedule:
     @property
     def lr(self) -> float:
         return float(self.opt.param_groups[0]["lr"])
+
+
+class WeightEMA:
+    """An exponential moving average of a model's weights and buffers (Polyak averaging).
+
+    ``update()`` after each optimizer step moves every floating-point tensor of ``module``'s
+    state towards the live model's: ``ema += (1 - d) * (live - ema)`` with ``d = min(decay, n / (n + 1))``
+    at the n-th update. So while there are at most ``1 / (1 - decay)`` weight sets to average (the
+    starting ones and one per update), the average is their plain mean, as in stochastic weight
+    averaging, with no bias towards the starting weights; later it is an exponential average over
+    about that many steps. Integer buffers (BatchNorm's batch counter) are copied.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema decay must be between 0 and 1 (e.g. 0.999), got {decay}")
+        self.decay, self.updates = decay, 0
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, self.updates / (self.updates + 1))
+        live, own = model.state_dict(), self.module.state_dict()  # tensors share storage with the modules
+        floats = [k for k, v in own.items() if v.is_floating_point()]
+        torch._foreach_lerp_([own[k] for k in floats], [live[k] for k in floats], 1.0 - d)
+        for k, v in own.items():
+            if not v.is_floating_point():
+                v.copy_(live[k])

@@ -59,7 +59,7 @@ SWEEP_KEYS = ("recipe", "fixed", "grid", "configs", "seeds", "notes")
 SPEC_NAME = "sweep.yaml"
 RUNTIME_KEYS = ("threads", "device", "eval_batch_size")  # the trainer lets these change on resume
 # What a run folder may hold before its first epoch finished: safe to clear and start again.
-_FRESH_ONLY = {"config.yaml", "tb", "metrics.csv", "curves.png", ".metrics.csv.tmp"}
+_FRESH_ONLY = {"config.yaml", "tb", "metrics.csv", "curves.png", ".metrics.csv.tmp", "teacher_probs.pt"}
 
 
 @dataclass

@@ -4,9 +4,11 @@ A run folder holds ``config.yaml`` (resolved), ``metrics.csv`` (one row per
 epoch), ``curves.png``, TensorBoard events under ``tb/``, ``last.pt`` (the full
 resumable state, rewritten atomically every epoch), ``best.pt`` (the weights
 with the best validation accuracy) and ``summary.json`` (best epoch, test-split
-metrics of the best weights). A killed run continues with ``resume=True`` and
-reaches the same result as an uninterrupted one: all randomness flows from one
-seeded generator whose state is checkpointed.
+metrics of the best weights). With ``ema`` the weights validated, kept in best.pt
+and reported are a moving average of the trained ones (last.pt holds both). A
+killed run continues with ``resume=True`` and reaches the same result as an
+uninterrupted one: all randomness flows from one seeded generator whose state
+is checkpointed.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from ferkit.data.augment import AugmentConfig, BatchAugment, resize_batch, tta_views
+from ferkit.data.augment import TTA_VIEWS, AugmentConfig, BatchAugment, resize_batch, tta_views
 from ferkit.data.dataset import FerData
 from ferkit.data.readers import load_dataset
 from ferkit.engine import checkpoint as ckpt_io
 from ferkit.engine.config import TrainConfig
-from ferkit.engine.optim import Schedule, build_optimizer
+from ferkit.engine.optim import Schedule, WeightEMA, build_optimizer
 from ferkit.engine.preprocess import Preprocess
 from ferkit.models.registry import create_model, model_info
 from ferkit.report.metrics import classification_metrics
@@ -110,6 +112,9 @@ def default_norm(channels: int, pretrained: bool) -> tuple[tuple[float, ...], tu
     return (0.5,) * channels, (0.25,) * channels
 
 
+CPU_VIEWS_PER_FORWARD = 64
+
+
 @torch.no_grad()
 def predict_probs(
     model: nn.Module,
@@ -120,12 +125,20 @@ def predict_probs(
     amp: torch.dtype | None = None,
     channels_last: bool = False,
 ) -> np.ndarray:
-    """Class probabilities ``(N, K)`` for uint8 images ``(N, C, H, W)``; TTA views are averaged in probability."""
+    """Class probabilities ``(N, K)`` for uint8 images ``(N, C, H, W)``; TTA views are averaged in probability.
+
+    ``batch_size`` counts the views that go through the model at once: with ten-crop, a tenth as many images.
+    On a CPU at most ``CPU_VIEWS_PER_FORWARD`` go at once, whose activations stay in cache
+    (benchmarks/tta_throughput.py: 3x the views/s of 5,120 at once).
+    """
     model.eval()
     device = next(model.parameters()).device
+    if device.type == "cpu":
+        batch_size = min(batch_size, CPU_VIEWS_PER_FORWARD)
+    per = max(1, batch_size // TTA_VIEWS.get(tta, 1))
     out = []
-    for i in range(0, len(x), batch_size):
-        xb = resize_batch(x[i : i + batch_size].to(device).float().div_(255), pre.input_size)
+    for i in range(0, len(x), per):
+        xb = resize_batch(x[i : i + per].to(device).float().div_(255), pre.input_size)
         views = tta_views(xb, tta)  # (V, B, C, S, S)
         v, b = views.shape[:2]
         xin = pre.normalize(views.flatten(0, 1))
@@ -204,12 +217,15 @@ class Trainer:
             self._init_from(cfg.init_from)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = WeightEMA(self.model, cfg.ema) if cfg.ema else None
         self.net = self.model
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
         self.train_t, self.val_t = _to_split(train, self.device), _to_split(val, self.device)
+        if cfg.distill:
+            self.train_t.soft = self._distill_targets()
         counts = np.bincount(train.labels, minlength=data.num_classes).astype(np.float64)
         self.class_weight = None
         if cfg.class_weights:
@@ -230,6 +246,11 @@ class Trainer:
 
     # -- state
 
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated, saved as best.pt and deployed: the moving average when ``ema`` is on."""
+        return self.ema.module if self.ema is not None else self.model
+
     def _init_from(self, spec: str) -> None:
         """Start from another checkpoint's weights; layers whose shapes differ (a new head) stay fresh."""
         src = ckpt_io.load_checkpoint(spec)["state_dict"]
@@ -238,13 +259,43 @@ class Trainer:
         self.model.load_state_dict(ok, strict=False)
         log.info("initialised %d of %d tensors from %s (the rest, e.g. a new head, start fresh)", len(ok), len(own), spec)
 
+    def _distill_targets(self) -> torch.Tensor:
+        """Training targets ``(N, K)``: ``distill_weight`` x the teacher's probabilities (averaged over its
+        ``distill_tta`` views of each un-augmented training image) + the rest x the label (one-hot, or the
+        FER+ vote distribution). Computed once and kept in the run folder (teacher_probs.pt) for a resume."""
+        cfg, k = self.cfg, self.data.num_classes
+        if not 0.0 < cfg.distill_weight <= 1.0:
+            raise ValueError(f"distill_weight must be in (0, 1], got {cfg.distill_weight}")
+        cache = self.out / "teacher_probs.pt"
+        if cache.is_file():
+            probs = torch.load(cache, weights_only=True)
+        else:
+            teacher, tpre = ckpt_io.build_from_checkpoint(ckpt_io.load_checkpoint(cfg.distill))
+            if tuple(tpre.label_names) != tuple(self.data.label_names) or tpre.channels != self.pre.channels:
+                raise ValueError(f"distill: the teacher {cfg.distill} predicts {list(tpre.label_names)} from "
+                                 f"{tpre.channels}-channel input; this run needs {list(self.data.label_names)} from "
+                                 f"{self.pre.channels}-channel input")
+            log.info("distill: the teacher %s labels the %d training images (%s views)", cfg.distill, len(self.train_t.y), cfg.distill_tta)
+            t0 = time.perf_counter()
+            probs = torch.from_numpy(predict_probs(teacher.to(self.device), self.train_t.x, tpre, cfg.distill_tta,
+                                                   cfg.eval_batch_size, self.amp, cfg.channels_last))
+            log.info("distill: labelled in %.0f s; the teacher agrees with %.1f%% of the training labels", time.perf_counter() - t0,
+                     100 * float((probs.argmax(1) == self.train_t.y.cpu()).float().mean()))
+            if self.is_main:
+                self.out.mkdir(parents=True, exist_ok=True)
+                torch.save(probs, cache)
+        if probs.shape != (len(self.train_t.y), k):
+            raise ValueError(f"{cache}: teacher probabilities of shape {tuple(probs.shape)}, expected {(len(self.train_t.y), k)}")
+        label = self.train_t.soft if self.train_t.soft is not None else F.one_hot(self.train_t.y, k).float()
+        return cfg.distill_weight * probs.to(self.device) + (1 - cfg.distill_weight) * label
+
     def checkpoint_dict(self, full: bool = True) -> dict:
         cfg = self.cfg
         d = {
             "format": ckpt_io.FORMAT,
             "version": ckpt_io.VERSION,
             "model": {"name": cfg.model, "num_classes": self.data.num_classes, "in_chans": self.pre.channels, "kwargs": dict(cfg.model_kwargs)},
-            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "state_dict": {k: v.detach().cpu() for k, v in self.eval_model.state_dict().items()},
             "preprocess": self.pre.to_dict(),
             "config": cfg.to_dict(),
             "epoch": self.epoch,
@@ -259,10 +310,16 @@ class Trainer:
                 history=self.history,
                 best={"acc": self.best_acc, "epoch": self.best_epoch, "bad_epochs": self.bad_epochs},
             )
+            if self.ema is not None:  # the live weights the optimizer steps; "state_dict" holds their average
+                d["train_state_dict"] = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+                d["ema_updates"] = self.ema.updates
         return d
 
     def _restore(self, s: dict) -> None:
-        self.model.load_state_dict(s["state_dict"])
+        self.model.load_state_dict(s.get("train_state_dict", s["state_dict"]))
+        if self.ema is not None:
+            self.ema.module.load_state_dict(s["state_dict"])
+            self.ema.updates = int(s.get("ema_updates", 0))
         self.opt.load_state_dict(s["optimizer"])
         self.sched.load_state_dict(s["scheduler"])
         self.scaler.load_state_dict(s["scaler"])
@@ -326,6 +383,8 @@ class Trainer:
             self.scaler.step(self.opt)
             self.scaler.update()
             self.sched.batch_end()
+            if self.ema is not None:
+                self.ema.update(self.model)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"training diverged at epoch {self.epoch + 1}, step {step} (loss {loss.item()}); lower lr")
             total_loss += loss.item() * len(y)
@@ -340,7 +399,7 @@ class Trainer:
         return {"train_loss": total_loss / seen, "train_acc": correct / seen, "train_img_s": seen * self.world / dt}
 
     def evaluate(self, split: _Split, tta: str = "none") -> tuple[dict, np.ndarray]:
-        probs = predict_probs(self.model, split.x, self.pre, tta, self.cfg.eval_batch_size, self.amp, self.cfg.channels_last)
+        probs = predict_probs(self.eval_model, split.x, self.pre, tta, self.cfg.eval_batch_size, self.amp, self.cfg.channels_last)
         y = split.y.cpu().numpy()
         m = classification_metrics(y, probs, self.pre.label_names)
         m["loss"] = float(F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-12)), torch.from_numpy(y)))
@@ -424,7 +483,7 @@ class Trainer:
             return {}
         if (self.out / "best.pt").is_file():
             best = ckpt_io.load_checkpoint(self.out / "best.pt")
-            self.model.load_state_dict(best["state_dict"])  # restore the best weights
+            self.eval_model.load_state_dict(best["state_dict"])  # restore the best weights
         summary = {
             "model": self.cfg.model,
             "data": self.cfg.data,

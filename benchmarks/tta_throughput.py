@@ -1,0 +1,63 @@
+"""Test-time-augmentation throughput: how many views go through the model at once.
+
+``predict_probs`` (evaluation, ``ferkit eval --tta``, the trainer's validation and test figures and
+the teacher pass of ``distill``) feeds the model at most ``batch_size`` views per forward pass, and on
+a CPU at most ``CPU_VIEWS_PER_FORWARD``. This script times it on real PrivateTest crops with the
+shipped model, in alternating rounds in one process, at several views-per-forward sizes; the first
+of ``--sizes``, 5120, is what the code fed before that cap (512 images x 10 views).
+
+    python benchmarks/tta_throughput.py --data ../shared/data/fer2013 [--threads 2] [--images 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from ferkit.data.readers import load_dataset
+from ferkit.engine.checkpoint import load_model
+from ferkit.engine import trainer
+from ferkit.engine.trainer import autocast_dtype, images_to_tensor, predict_probs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="../shared/data/fer2013", help="FER2013 (csv or image folders)")
+    ap.add_argument("--model", default="default", help="checkpoint, run folder or 'default'")
+    ap.add_argument("--tta", default="tencrop", choices=["flip", "tencrop"])
+    ap.add_argument("--sizes", default="5120,512,128,64,32", help="views per forward pass to compare")
+    ap.add_argument("--images", type=int, default=1024, help="PrivateTest images per timing")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    model, pre = load_model(args.model)
+    model = model.to(memory_format=torch.channels_last)
+    x = images_to_tensor(load_dataset(args.data).subset("test").images[: args.images])
+    amp = autocast_dtype("auto", torch.device("cpu"))
+    views = len(x) * {"flip": 2, "tencrop": 10}[args.tta]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    times: dict[int, list[float]] = {s: [] for s in sizes}
+    default_cap = trainer.CPU_VIEWS_PER_FORWARD
+    predict_probs(model, x[:64], pre, args.tta, 512, amp, True)  # warm-up
+    for _ in range(args.rounds):
+        for s in sizes:
+            trainer.CPU_VIEWS_PER_FORWARD = s  # lift or set the cap for this size
+            t0 = time.perf_counter()
+            predict_probs(model, x, pre, args.tta, s, amp, True)
+            times[s].append(time.perf_counter() - t0)
+    ref = statistics.median(times[sizes[0]])
+    print(f"{args.tta}, {len(x)} images ({views} views), {args.threads} threads, amp {amp}, median of {args.rounds} rounds; "
+          f"ferkit's CPU default: {default_cap} views per forward")
+    print("| views per forward | views/s | speed-up vs first |")
+    print("|---:|---:|---:|")
+    for s in sizes:
+        t = statistics.median(times[s])
+        print(f"| {s} | {views / t:.0f} | {ref / t:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
