@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from ferkit.data.augment import TTA_VIEWS
 from ferkit.data.readers import load_dataset
 from ferkit.engine.checkpoint import load_model
 from ferkit.engine import trainer
@@ -42,7 +43,7 @@ def main() -> None:
     images = load_dataset(args.data).subset(args.split).images
     x = images_to_tensor(images[: args.images] if args.images else images)
     amp = autocast_dtype("auto", torch.device("cpu"))
-    views = len(x) * {"flip": 2, "tencrop": 10}[args.tta]
+    views = len(x) * TTA_VIEWS[args.tta]
     sizes = [int(s) for s in args.sizes.split(",")]
     times: dict[int, list[float]] = {s: [] for s in sizes}
     default_cap = trainer.CPU_VIEWS_PER_FORWARD

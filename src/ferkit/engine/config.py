@@ -17,6 +17,10 @@ import yaml
 RECIPE_DIRS = [Path(__file__).resolve().parents[3] / "recipes", Path(__file__).resolve().parents[1] / "recipes"]
 
 
+# Settings a resumed run may change: they do not change the maths (the trainer and sweeps use this).
+RUNTIME_KEYS = ("threads", "device", "eval_batch_size")
+
+
 @dataclass
 class TrainConfig:
     # --- data

@@ -141,14 +141,15 @@ class WeightEMA:
             raise ValueError(f"ema decay must be between 0 and 1 (e.g. 0.999), got {decay}")
         self.decay, self.updates = decay, 0
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        state = self.module.state_dict()
+        self._floats = [k for k, v in state.items() if v.is_floating_point()]  # averaged
+        self._ints = [k for k, v in state.items() if not v.is_floating_point()]  # copied
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = min(self.decay, self.updates / (self.updates + 1))
         live, own = model.state_dict(), self.module.state_dict()  # tensors share storage with the modules
-        floats = [k for k, v in own.items() if v.is_floating_point()]
-        torch._foreach_lerp_([own[k] for k in floats], [live[k] for k in floats], 1.0 - d)
-        for k, v in own.items():
-            if not v.is_floating_point():
-                v.copy_(live[k])
+        torch._foreach_lerp_([own[k] for k in self._floats], [live[k] for k in self._floats], 1.0 - d)
+        for k in self._ints:
+            own[k].copy_(live[k])

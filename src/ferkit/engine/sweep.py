@@ -51,13 +51,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ferkit.engine.config import TrainConfig, load_config, parse_value
+from ferkit.engine.config import RUNTIME_KEYS, TrainConfig, load_config, parse_value
 
 log = logging.getLogger(__name__)
 
 SWEEP_KEYS = ("recipe", "fixed", "grid", "configs", "seeds", "notes")
 SPEC_NAME = "sweep.yaml"
-RUNTIME_KEYS = ("threads", "device", "eval_batch_size")  # the trainer lets these change on resume
 # What a run folder may hold before its first epoch finished: safe to clear and start again.
 _FRESH_ONLY = {"config.yaml", "tb", "metrics.csv", "curves.png", ".metrics.csv.tmp", "teacher_probs.pt"}
 

@@ -33,14 +33,13 @@ from ferkit.data.augment import TTA_VIEWS, AugmentConfig, BatchAugment, resize_b
 from ferkit.data.dataset import FerData
 from ferkit.data.readers import load_dataset
 from ferkit.engine import checkpoint as ckpt_io
-from ferkit.engine.config import TrainConfig
+from ferkit.engine.config import RUNTIME_KEYS, TrainConfig
 from ferkit.engine.optim import Schedule, WeightEMA, build_optimizer
 from ferkit.engine.preprocess import Preprocess
 from ferkit.models.registry import create_model, model_info
 from ferkit.report.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
-RUNTIME_KEYS = ("threads", "device", "eval_batch_size")  # may change on --resume: they do not change the maths
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "epoch_s", "train_img_s"]
 
 
