@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -192,3 +193,29 @@ def test_cli_lists_every_model(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in rows] == ["lenet", "tv_vgg16"]
     assert rows[1]["params"] > 100e6 and rows[1]["family"] == "pretrained"
+
+
+def test_stride_2_stem_quarters_the_flops_and_keeps_the_parameters():
+    full = create_model("resnet18", width=32)
+    fast = create_model("resnet18", width=32, stem_stride=2)
+    assert count_params(fast) == count_params(full)
+    # Every layer after the stem sees a quarter of the pixels (48 -> 24 in the first stage); the stem
+    # itself too, and the head does not depend on the resolution.
+    assert count_flops(fast, 48, 1) == pytest.approx(count_flops(full, 48, 1) / 4, rel=0.01)
+    x = real_faces(48, 1)
+    assert fast.eval()(x).shape == (2, 7)
+    assert fast.forward_features(x).shape == (2, 256)
+    assert create_model("resnet11", width=8, stem_stride=2).stem[0].stride == (2, 2)
+    with pytest.raises(ValueError, match="stem_stride must be 1 or 2, got 4"):
+        create_model("resnet34", stem_stride=4)
+
+
+def test_preprocess_to_array_is_to_tensor_in_numpy():
+    grey = Preprocess(label_names=("a", "b"))
+    rgb = Preprocess(input_size=48, channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    faces = [read_image(sorted((FER_ROOT / "train" / c).glob("Training_*"))[0]) for c in ("happy", "sad", "fear")]
+    for pre in (grey, rgb):
+        batch = pre.prepare_images(faces)
+        got = pre.to_array(batch)
+        assert got.dtype == np.float32 and got.flags.c_contiguous and got.shape == (3, pre.channels, 48, 48)
+        assert np.abs(got - pre.to_tensor(batch).numpy()).max() < 1e-5
