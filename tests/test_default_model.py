@@ -87,3 +87,29 @@ def test_card_names_the_command_and_split():
     assert "ferkit train --recipe default_fer2013" in text
     assert "PublicTest" in text and "PrivateTest" in text
     assert Path(DEFAULT_MODEL).name in text
+
+
+def test_shipped_int8_model_is_made_from_the_shipped_weights_and_scores_as_its_card_says():
+    import json
+
+    import onnx
+
+    from ferkit.infer.detectors import sha256_file
+    from ferkit.infer.export import META_MODEL
+    from ferkit.infer.recognizer import DEFAULT_INT8, Recognizer
+
+    assert DEFAULT_INT8.is_file() and DEFAULT_INT8.stat().st_size < 4 * 2**20
+    meta = {p.key: p.value for p in onnx.load(str(DEFAULT_INT8)).metadata_props}
+    quant = json.loads(meta[META_MODEL])["quantized"]
+    # Stale-file guard: default.pt retrained without re-exporting default_int8.onnx fails here.
+    assert quant["dtype"] == "int8" and quant["source_sha256"] == sha256_file(DEFAULT_MODEL)
+    crops, y = private_test_slice()
+    int8 = Recognizer("default", detector="haar", backend="onnx-int8", threads=1)
+    torch_rec = Recognizer("default", detector="haar")
+    p8, p32 = int8.classify_crops(crops), torch_rec.classify_crops(crops)
+    assert int8.label_names == torch_rec.label_names == L.FER2013
+    assert float((p8.argmax(1) == p32.argmax(1)).mean()) >= 0.95  # the same answer on nearly every face
+    pred = p8.argmax(1)
+    balanced_acc = float(np.mean([(pred[y == k] == k).mean() for k in range(len(L.FER2013))]) * 100)
+    assert abs(balanced_acc - card_figure("PrivateTest balanced accuracy (int8 ONNX)")) < 6.0
+    assert abs(card_figure("PrivateTest accuracy (int8 ONNX)") - card_figure("PrivateTest accuracy")) < 1.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import cv2
@@ -65,8 +66,11 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 def test_cli_writes_both_formats_and_refuses_to_overwrite(exported, capsys):
+    umask = os.umask(0)
+    os.umask(umask)
     for path in exported.values():
         assert path.is_file() and path.stat().st_size > 1_000_000
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not mkstemp's private 0600
     assert main(["export", "--format", "onnx", "--out", str(exported["onnx"])]) == 1
     assert "already exists; use --force" in capsys.readouterr().err
     assert main(["export", "--model", str(exported["onnx"].parent / "no_run"), "--out", str(exported["onnx"].parent / "x.onnx")]) == 1
@@ -84,6 +88,10 @@ def test_onnx_equals_pytorch_on_real_faces(exported, reference):
     assert (got.argmax(1) == logits.argmax(1)).all()
     # Dynamic batch axis: one face at a time gives the same numbers.
     assert np.abs(clf(x[:1].numpy()) - logits[:1]).max() < 1e-4
+    # Two threads split the work, not the numbers.
+    two = E.OnnxClassifier(exported["onnx"], threads=2)
+    assert np.abs(two(x[:2].numpy()) - logits[:2]).max() < 1e-4
+    assert np.abs(two(x.numpy()) - logits).max() < 1e-4
 
 
 def test_onnx_file_carries_the_preprocessing_for_other_runtimes(exported, reference):
@@ -140,6 +148,63 @@ def test_recognizer_onnx_backend_agrees_with_torch(exported, monkeypatch):
     from_file = Recognizer(exported["onnx"], detector="yunet", yunet_path=YUNET)
     assert from_file.backend == "onnx" and from_file.label_names == onnx_rec.label_names
     assert [f.label for f in from_file(photo)] == [f.label for f in torch_faces]
+
+
+def test_int8_export_is_calibrated_on_real_faces_and_agrees_with_the_float_model(tmp_path, reference, capsys):
+    from ferkit.engine.checkpoint import DEFAULT_MODEL
+    from ferkit.infer.detectors import sha256_file
+
+    _, pre, x, logits = reference
+    out = tmp_path / "int8.onnx"
+    assert main(["export", "--format", "onnx", "--int8", "--calib", str(FER_ROOT), "--calib-images", "64", "--out", str(out)]) == 0
+    assert "calibrating on 64 images" in capsys.readouterr().out
+    proto = onnx.load(str(out))
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ: ONNX Runtime fuses these into int8 kernels
+    # The image itself is not quantized (its pixel levels would all sit on rounding ties).
+    assert [n.op_type for n in proto.graph.node if E.INPUT_NAME in n.input] == ["Conv"]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    spec = json.loads(meta[E.META_MODEL])
+    assert spec["quantized"] == {"dtype": "int8", "method": "minmax", "calibration_images": 64, "weight_bits": 8,
+                                 "source_sha256": sha256_file(DEFAULT_MODEL)}
+    clf = E.OnnxClassifier(out, threads=1)
+    assert clf.preprocess == pre
+    got = clf(x.numpy())
+    # Not equal to the float model (that is the price of int8), but the same answer on nearly every real face.
+    agree = float((got.argmax(1) == logits.argmax(1)).mean())
+    assert agree >= 0.9, agree
+    # torch's and NumPy's normalisation differ in the last float bit; the int8 model must not care.
+    u8 = np.rint((x.numpy()[:, 0] * pre.std[0] + pre.mean[0]) * 255).astype(np.uint8)
+    assert (clf(pre.to_array(u8)).argmax(1) == got.argmax(1)).all()
+    diff = np.abs(clf.probs(x) - _softmax(logits)).sum(1) / 2  # total variation distance per face, in [0, 1]
+    assert np.median(diff) < 0.1 and diff.mean() < 0.15, (np.median(diff), diff.mean())  # 64 images: 0.06, 0.09
+    assert 0 < np.abs(got - logits).max()
+    # The Recognizer runs it like any ONNX file.
+    rec = Recognizer(out, detector="yunet", yunet_path=YUNET, threads=1)
+    assert rec.backend == "onnx" and len(rec(PHOTOS / "two_people.jpg")) == 2
+    # `ferkit eval` scores it as it scores a checkpoint: on all of PrivateTest, close to the float model's card figure.
+    from test_default_model import card_figure
+
+    from ferkit.engine.evaluate import evaluate
+
+    res = evaluate(out, data=FER_ROOT, split="PrivateTest")
+    assert res["architecture"] == f"{spec['name']} (int8)" and res["n"] == 3589
+    assert "held-out test split" in res["split_role"] and "other than" not in res["split_role"]
+    assert abs(100 * res["accuracy"] - card_figure("PrivateTest accuracy")) < 2.0, res["accuracy"]
+
+
+def test_int8_export_refuses_what_it_cannot_do(tmp_path, capsys):
+    assert main(["export", "--format", "torchscript", "--int8", "--out", str(tmp_path / "m.pt")]) == 1
+    assert "--int8 works with --format onnx only" in capsys.readouterr().err
+    assert main(["export", "--int8", "--calib", str(FER_ROOT), "--calib-split", "calibration", "--out", str(tmp_path / "m.onnx")]) == 1
+    assert "unknown split 'calibration'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="calib_images: expected uint8 face crops"):
+        E.export_onnx_int8("default", tmp_path / "m.onnx", np.zeros((0, 48, 48), np.uint8))
+    with pytest.raises(ValueError, match="unknown calibration method 'mean'"):
+        E.export_onnx_int8("default", tmp_path / "m.onnx", np.zeros((2, 48, 48), np.uint8), "mean")
+    with pytest.raises(ValueError, match="(?s)backend 'onnx-int8' needs a calibrated int8 file.*ferkit export --model"):
+        Recognizer(tmp_path / "run", detector="haar", backend="onnx-int8")
+    assert not list(tmp_path.iterdir())  # nothing half-written is left behind
 
 
 def test_unknown_format_is_refused():

@@ -15,7 +15,8 @@ def register(sub, formatter) -> None:
         "The dataset's classes are matched to the model's by name (a 7-class model can be scored on a 5-class set).\n"
         "Figures without TTA are always given; --tta adds them with test-time augmentation. For FER2013 a leak-free\n"
         "figure leaves out test images that have an identical copy in Training (from duplicates.csv).\n"
-        "FER2013 splits: train = Training, val = PublicTest (checkpoint selection), test = PrivateTest (report this one).",
+        "FER2013 splits: train = Training, val = PublicTest (checkpoint selection), test = PrivateTest (report this one).\n"
+        "--model may also be a file written by `ferkit export --format onnx` (e.g. --int8), run with ONNX Runtime.",
     )
     add_model(p)
     add_dataset(p)

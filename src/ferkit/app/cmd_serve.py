@@ -33,7 +33,8 @@ def register(sub, formatter) -> None:
                         "several (the first is the default; clients choose with ?model=NAME); none given: 'default'")
     p.add_argument("--detector", default="auto", choices=("auto", "yunet", "haar"), help="default face detector")
     p.add_argument("--yunet", metavar="PATH", help="YuNet weights file (else $FERKIT_YUNET or the cache)")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnx"), help="inference backend")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnx", "onnx-int8"),
+                   help="inference backend (onnx-int8: the shipped model quantized, fastest on a CPU)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--api-key",
                    help=f"require this key in the X-API-Key header of /v1 requests; not given: ${API_KEY_ENV} if set")

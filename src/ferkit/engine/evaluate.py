@@ -20,12 +20,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ferkit import labels as L
 from ferkit.data.augment import TTA_VIEWS
 from ferkit.data.dataset import FerData, canonical_split
 from ferkit.data.readers import load_dataset
 from ferkit.engine.checkpoint import build_from_checkpoint, load_checkpoint
+from ferkit.engine.preprocess import Preprocess
 from ferkit.engine.trainer import autocast_dtype, images_to_tensor, predict_probs, select_device
 from ferkit.imageio import to_model_channels
 from ferkit.report.metrics import classification_metrics, confusion_markdown, per_class_markdown
@@ -113,6 +115,16 @@ def _load_eval_data(data: str | Path | None, cfg: dict) -> tuple[FerData, Path, 
     return ds, path, same
 
 
+def _onnx_model(path: str | Path) -> tuple[dict, torch.nn.Module, Preprocess]:
+    """An exported ``.onnx`` file (e.g. ``ferkit export --int8``) as (checkpoint-like dict, module, Preprocess)."""
+    from ferkit.infer.export import OnnxClassifier
+
+    clf = OnnxClassifier(path)
+    name = clf.model_spec.get("name", "onnx") + (" (int8)" if clf.model_spec.get("quantized") else "")
+    cfg = clf.model_spec.get("trained_on") or {}
+    return {"path": str(path), "model": {"name": name}, "config": cfg}, clf.as_module(), clf.preprocess
+
+
 def _score(y: np.ndarray, probs: dict[str, np.ndarray], names: tuple[str, ...]) -> dict:
     """Plain (no TTA) metrics, with the TTA metrics under ``"tta"`` (None without TTA)."""
     out = classification_metrics(y, probs["none"], names)
@@ -146,10 +158,14 @@ def evaluate(
     split = canonical_split(split)
     if duplicates is not None and not Path(duplicates).is_file():  # fail before the slow part
         raise FileNotFoundError(f"{duplicates}: no such duplicates file (expected FER2013's duplicates.csv)")
-    ckpt = load_checkpoint(model_spec)
-    model, pre = build_from_checkpoint(ckpt)
+    if str(model_spec).lower().endswith(".onnx"):
+        ckpt, model, pre = _onnx_model(model_spec)
+        dev = torch.device("cpu")
+    else:
+        ckpt = load_checkpoint(model_spec)
+        model, pre = build_from_checkpoint(ckpt)
+        dev = select_device(device)
     cfg = ckpt.get("config") or {}
-    dev = select_device(device)
     model = model.to(dev).eval()
 
     ds, data_path, same_data = _load_eval_data(data, cfg)

@@ -131,7 +131,7 @@ def predict_probs(
     (benchmarks/tta_throughput.py: 3x the views/s of 5,120 at once).
     """
     model.eval()
-    device = next(model.parameters()).device
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))  # no parameters: an ONNX model
     if device.type == "cpu":
         batch_size = min(batch_size, CPU_VIEWS_PER_FORWARD)
     per = max(1, batch_size // TTA_VIEWS.get(tta, 1))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ferkit.engine.checkpoint import load_model, resolve_checkpoint_path
+from ferkit.engine.checkpoint import DEFAULT_MODEL, load_model, resolve_checkpoint_path
 from ferkit.engine.preprocess import Preprocess
 from ferkit.engine.trainer import select_device
 from ferkit.imageio import read_bgr, to_model_channels, to_uint8
@@ -29,8 +29,10 @@ from ferkit.infer.results import Detection, Face
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnx")
+BACKENDS = ("torch", "onnx", "onnx-int8")
 ONNX_CACHE_VERSION = 1  # bump when export_onnx changes what it writes
+# The shipped model quantized to int8 (``ferkit export --int8``; the model card has the command).
+DEFAULT_INT8 = DEFAULT_MODEL.with_name("default_int8.onnx")
 
 
 # ------------------------------------------------------------------ input normalisation
@@ -109,14 +111,27 @@ def _onnx_path_for(model: str | Path) -> Path:
     return path
 
 
+def _int8_path_for(model: str | Path) -> Path:
+    """The int8 ONNX file for ``model``: shipped for "default"; any other model is quantized with ``ferkit export``."""
+    if str(model) == "default":
+        if not DEFAULT_INT8.is_file():
+            raise FileNotFoundError(f"{DEFAULT_INT8}: the shipped int8 model is missing; reinstall ferkit or use backend='onnx'")
+        return DEFAULT_INT8
+    raise ValueError(f"backend 'onnx-int8' needs a calibrated int8 file for {model}: make one with\n"
+                     f"  ferkit export --model {model} --format onnx --int8 --out model_int8.onnx\n"
+                     "and pass model='model_int8.onnx' (only the shipped 'default' model comes quantized)")
+
+
 class Recognizer:
     """Detect faces, crop them as the model was trained, and classify their expressions.
 
     ``model``: "default" (shipped), a checkpoint file, a run folder, or an
     exported ``.onnx`` file. ``detector``: "auto", "yunet", "haar" or a
     :class:`FaceDetector`. ``device``: "auto" (cuda if available), "cpu",
-    "cuda", ... ``backend``: "torch" or "onnx" (ONNX Runtime; a checkpoint is
-    exported once and cached). ``batch_size``: faces per forward pass.
+    "cuda", ... ``backend``: "torch", "onnx" (ONNX Runtime; a checkpoint is
+    exported once and cached) or "onnx-int8" (the shipped model quantized to
+    int8: faster per face on a CPU, a little less accurate; the model card has
+    both figures). ``batch_size``: faces per forward pass.
     ``threads``: classifier threads (None: leave the default); for the torch
     backend this sets ``torch.set_num_threads``, which is process-wide.
     """
@@ -129,7 +144,7 @@ class Recognizer:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         is_onnx_file = str(model).lower().endswith(".onnx")
-        if is_onnx_file and backend != "onnx":
+        if is_onnx_file and backend == "torch":
             log.info("%s is an ONNX file: using the onnx backend", model)
             backend = "onnx"
         self.backend = backend
@@ -147,7 +162,7 @@ class Recognizer:
         else:
             from ferkit.infer.export import OnnxClassifier
 
-            path = Path(model) if is_onnx_file else _onnx_path_for(model)
+            path = Path(model) if is_onnx_file else _int8_path_for(model) if backend == "onnx-int8" else _onnx_path_for(model)
             providers = ["CPUExecutionProvider"]
             if self.device.type == "cuda":
                 import onnxruntime as ort
@@ -175,15 +190,15 @@ class Recognizer:
 
     def classify_crops(self, crops_bgr: list[np.ndarray]) -> np.ndarray:
         """Expression probabilities ``(N, K)`` float32 for BGR face crops of any size (over ``label_names``)."""
-        out = [np.zeros((0, len(self.label_names)), np.float32)]
-        for i in range(0, len(crops_bgr), self.batch_size):
-            batch = self.preprocess.prepare_images(crops_bgr[i : i + self.batch_size], order="bgr")  # uint8 (n, S, S[, 3])
-            out.append(self._probs(batch))
-        return np.concatenate(out)
+        out = [self._probs(self.preprocess.prepare_images(crops_bgr[i : i + self.batch_size], order="bgr"))  # uint8 (n, S, S[, 3])
+               for i in range(0, len(crops_bgr), self.batch_size)]
+        if len(out) == 1:
+            return out[0]
+        return np.concatenate(out) if out else np.zeros((0, len(self.label_names)), np.float32)
 
     def _probs(self, batch: np.ndarray) -> np.ndarray:
         if self._onnx is not None:
-            return self._onnx.probs(self.preprocess.to_tensor(batch).numpy())
+            return self._onnx.probs(self.preprocess.to_array(batch))
         x = self.preprocess.to_tensor(batch, self.device)  # (n, C, S, S), float, normalised
         if x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)  # matches the model's layout (see __init__)
