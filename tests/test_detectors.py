@@ -124,6 +124,21 @@ def test_grey_input_and_bad_input(yunet, photos):
         D.create_detector("retina")
 
 
+def test_non_finite_raw_detections_are_dropped(yunet):
+    # YuNet on a 10x10 black image once returned a box (-inf, -3e30, inf, 0) with a passing score;
+    # a detector's garbage must never reach the crop code as a face.
+    class Noisy(D.FaceDetector):
+        def _detect(self, image, scale):
+            lm = np.full((5, 2), 30.0, np.float32)
+            return [((-np.inf, -3e30, np.inf, 0.0), 0.99, lm), ((20.0, 20.0, 40.0, 40.0), np.nan, lm),
+                    ((20.0, 20.0, 40.0, 40.0), 0.9, lm * np.nan), ((10.0, 12.0, 40.0, 44.0), 0.9, lm)]
+
+    dets = Noisy().detect(np.zeros((100, 100, 3), np.uint8))
+    assert [d.box for d in dets] == [(10, 12, 40, 44)]
+    for _ in range(20):  # the real detector on the input that produced it
+        assert yunet.detect(np.zeros((10, 10, 3), np.uint8)) == []
+
+
 # ------------------------------------------------------------------ crops
 
 

@@ -181,6 +181,9 @@ class FaceDetector:
         small, s = _downscale(image, self.max_side)
         out = []
         for box, score, lm in self._detect(small, s):
+            # YuNet on a tiny image (10x10) now and then returns uninitialised memory: inf, nan.
+            if not (np.isfinite(box).all() and np.isfinite(score) and (lm is None or np.isfinite(lm).all())):
+                continue
             if score < self.score_threshold or max(box[2], box[3]) / s < self.min_face:
                 continue
             clipped = _clip_box(*(v / s for v in box), width, height)
