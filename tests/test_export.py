@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 
@@ -195,7 +196,7 @@ def test_int8_export_is_calibrated_on_real_faces_and_agrees_with_the_float_model
     assert abs(100 * res["accuracy"] - card_figure("PrivateTest accuracy")) < 2.0, res["accuracy"]
 
 
-def test_int8_export_refuses_what_it_cannot_do(tmp_path, capsys):
+def test_int8_export_refuses_what_it_cannot_do(tmp_path, capsys, caplog, exported):
     assert main(["export", "--format", "torchscript", "--int8", "--out", str(tmp_path / "m.pt")]) == 1
     assert "--int8 works with --format onnx only" in capsys.readouterr().err
     assert main(["export", "--int8", "--calib", str(FER_ROOT), "--calib-split", "calibration", "--out", str(tmp_path / "m.onnx")]) == 1
@@ -207,6 +208,9 @@ def test_int8_export_refuses_what_it_cannot_do(tmp_path, capsys):
     with pytest.raises(ValueError, match="(?s)backend 'onnx-int8' needs a calibrated int8 file.*ferkit export --model"):
         Recognizer(tmp_path / "run", detector="haar", backend="onnx-int8")
     assert not list(tmp_path.iterdir())  # nothing half-written is left behind
+    with caplog.at_level(logging.WARNING):  # a float file asked to run as int8 runs, with a word about it
+        assert Recognizer(exported["onnx"], detector="haar", backend="onnx-int8").backend == "onnx-int8"
+    assert "is not an int8 file" in caplog.text
 
 
 def test_unknown_format_is_refused():

@@ -171,6 +171,8 @@ class Recognizer:
                     providers.insert(0, "CUDAExecutionProvider")
             self._onnx = OnnxClassifier(path, threads=threads, providers=providers)
             self.preprocess = self._onnx.preprocess
+            if backend == "onnx-int8" and not self._onnx.model_spec.get("quantized"):
+                log.warning("%s is not an int8 file (made without `ferkit export --int8`): running it as it is", path)
         self.model_name = str(model)
         self.detector = create_detector(detector, yunet_path=yunet_path, score_threshold=score_threshold)
 
