@@ -27,7 +27,7 @@ FAST = [f"data={FER_ROOT}", "labels=happy,surprise,neutral", "model=resnet11", "
 
 
 def test_short_run_learns_on_real_images(tmp_path):
-    cfg = load_config(None, FAST + ["epochs=6", "train_limit=3000", "val_limit=900", "scheduler=cosine"])
+    cfg = load_config(None, FAST + ["epochs=6", "train_limit=3000", "val_limit=900", "scheduler=cosine", "threads=2"])
     summary = train(cfg, tmp_path / "run")
     run = tmp_path / "run"
     rows = list(csv.DictReader(open(run / "metrics.csv")))
