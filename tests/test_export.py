@@ -157,7 +157,8 @@ def test_int8_export_is_calibrated_on_real_faces_and_agrees_with_the_float_model
 
     _, pre, x, logits = reference
     out = tmp_path / "int8.onnx"
-    assert main(["export", "--format", "onnx", "--int8", "--calib", str(FER_ROOT), "--calib-images", "64", "--out", str(out)]) == 0
+    args = ["export", "--format", "onnx", "--int8", "--calib", str(FER_ROOT), "--calib-images", "64", "--out", str(out)]
+    assert main(args) == 0
     assert "calibrating on 64 images" in capsys.readouterr().out
     proto = onnx.load(str(out))
     ops = {n.op_type for n in proto.graph.node}
@@ -199,7 +200,8 @@ def test_int8_export_is_calibrated_on_real_faces_and_agrees_with_the_float_model
 def test_int8_export_refuses_what_it_cannot_do(tmp_path, capsys, caplog, exported):
     assert main(["export", "--format", "torchscript", "--int8", "--out", str(tmp_path / "m.pt")]) == 1
     assert "--int8 works with --format onnx only" in capsys.readouterr().err
-    assert main(["export", "--int8", "--calib", str(FER_ROOT), "--calib-split", "calibration", "--out", str(tmp_path / "m.onnx")]) == 1
+    args = ["export", "--int8", "--calib", str(FER_ROOT), "--calib-split", "calibration", "--out", str(tmp_path / "m.onnx")]
+    assert main(args) == 1
     assert "unknown split 'calibration'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="calib_images: expected uint8 face crops"):
         E.export_onnx_int8("default", tmp_path / "m.onnx", np.zeros((0, 48, 48), np.uint8))

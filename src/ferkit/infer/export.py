@@ -114,10 +114,11 @@ def export_onnx_int8(model_spec: str | Path, path: str | Path, calib_images: np.
     in RGB or grey, e.g. a few hundred training images; ``method`` picks how a range is taken from
     what they produce). The file holds QuantizeLinear/DequantizeLinear pairs (QDQ), so it takes and
     returns float like :func:`export_onnx`; ONNX Runtime fuses them into int8 kernels.
-    The layer that reads the image stays float: quantized to uint8, every normalised pixel level lands
-    on a rounding tie, which cost 0.25 points of PublicTest accuracy. ``reduce_range`` keeps weights to 7 bits,
-    for x86 CPUs without VNNI, whose int8 kernels add uint8 x int8 products in pairs into 16-bit
-    sums that full 8-bit weights can overflow. The shipped model does not suffer from it: on
+
+    The layer that reads the image stays float: quantized to uint8, every normalised pixel level
+    lands on a rounding tie, which cost up to 0.25 points of PublicTest accuracy. ``reduce_range``
+    keeps weights to 7 bits, for x86 CPUs without VNNI, whose int8 kernels add uint8 x int8 products
+    in pairs into 16-bit sums that full 8-bit weights can overflow. The shipped model does not suffer from it: on
     PublicTest, on such a CPU (AMD EPYC, AVX2), float 69.57 %, int8 69.82 %, int8 with 7-bit weights
     69.55 %. Its outputs are not equal to the float model's: score the file (``ferkit eval --model
     FILE.onnx``) before use.
@@ -130,7 +131,8 @@ def export_onnx_int8(model_spec: str | Path, path: str | Path, calib_images: np.
         raise ValueError(f"unknown calibration method {method!r}; valid: {', '.join(QUANT_METHODS)}")
     calib_images = np.asarray(calib_images)
     if calib_images.dtype != np.uint8 or calib_images.ndim not in (3, 4) or not len(calib_images):
-        raise ValueError(f"calib_images: expected uint8 face crops (N, H, W[, 3]) with N > 0, got {calib_images.dtype} {calib_images.shape}")
+        raise ValueError("calib_images: expected uint8 face crops (N, H, W[, 3]) with N > 0, "
+                         f"got {calib_images.dtype} {calib_images.shape}")
     _, pre, spec = _load(model_spec)
     batch = pre.to_array(pre.prepare_images(calib_images))
 

@@ -192,8 +192,9 @@ class Recognizer:
 
     def classify_crops(self, crops_bgr: list[np.ndarray]) -> np.ndarray:
         """Expression probabilities ``(N, K)`` float32 for BGR face crops of any size (over ``label_names``)."""
-        out = [self._probs(self.preprocess.prepare_images(crops_bgr[i : i + self.batch_size], order="bgr"))  # uint8 (n, S, S[, 3])
-               for i in range(0, len(crops_bgr), self.batch_size)]
+        step = self.batch_size
+        out = [self._probs(self.preprocess.prepare_images(crops_bgr[i : i + step], order="bgr"))  # uint8 (n, S, S[, 3]) in
+               for i in range(0, len(crops_bgr), step)]
         if len(out) == 1:
             return out[0]
         return np.concatenate(out) if out else np.zeros((0, len(self.label_names)), np.float32)
