@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -72,6 +73,8 @@ def test_cli_writes_both_formats_and_refuses_to_overwrite(exported, capsys):
     for path in exported.values():
         assert path.is_file() and path.stat().st_size > 1_000_000
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not mkstemp's private 0600
+    # No paths of the machine that exported it (torch's exporter records the Python stack of every node).
+    assert str(Path(E.__file__).parents[3]).encode() not in exported["onnx"].read_bytes()
     assert main(["export", "--format", "onnx", "--out", str(exported["onnx"])]) == 1
     assert "already exists; use --force" in capsys.readouterr().err
     assert main(["export", "--model", str(exported["onnx"].parent / "no_run"), "--out", str(exported["onnx"].parent / "x.onnx")]) == 1

@@ -90,6 +90,10 @@ def export_onnx(model_spec: str | Path, path: str | Path, opset: int | None = No
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_shapes=({0: torch.export.Dim("batch")},), **kwargs)
         proto = onnx.load(str(tmp))
+        # The exporter annotates every node with the Python stack that made it: file paths of this
+        # machine, useless to anyone who loads the file.
+        for node in proto.graph.node:
+            del node.metadata_props[:]
         for key, value in ((META_PREPROCESS, pre.to_dict()), (META_MODEL, spec)):
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, json.dumps(value)
