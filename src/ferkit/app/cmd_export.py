@@ -18,7 +18,7 @@ def register(sub, formatter) -> None:
         "The preprocessing (input size, channels, mean/std, face-crop margin, label names) is stored as JSON:\n"
         "in ONNX metadata_props under 'ferkit.preprocess', in TorchScript's extra file 'ferkit_preprocess.json'.\n"
         "Use an ONNX file with  ferkit.Recognizer(model='vgg9.onnx')  (ONNX Runtime backend).\n"
-        "--int8 quantizes the ONNX model (1.6x faster at batch 1 on a 2-core AVX2 CPU), with activation ranges\n"
+        "--int8 quantizes the ONNX model (1.5x faster per face on a 2-core AVX2 CPU), with activation ranges\n"
         "calibrated on --calib-images training images, e.g.\n"
         "  ferkit export --model runs/vgg9 --format onnx --int8 --calib ../shared/data/fer2013 --out vgg9_int8.onnx\n"
         "Its outputs differ slightly from the float model's: check its accuracy before you deploy it.",

@@ -72,6 +72,16 @@ def _tmp_beside(path: Path) -> Path:
     return Path(name)
 
 
+def _stamp(proto, pre: Preprocess, spec: dict) -> None:
+    """Store the preprocessing and the model description in ``proto``'s metadata (replacing any there)."""
+    del proto.metadata_props[:]
+    for key, value in ((META_PREPROCESS, pre.to_dict()), (META_MODEL, spec)):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    int8 = ", int8" if spec.get("quantized") else ""
+    proto.doc_string = f"ferkit {spec['name']}{int8}: facial-expression logits over {', '.join(pre.label_names)}"
+
+
 def export_onnx(model_spec: str | Path, path: str | Path, opset: int | None = None) -> Path:
     """Write ``model_spec`` ("default", a checkpoint or a run folder) as ONNX to ``path``; returns ``path``.
 
@@ -94,10 +104,7 @@ def export_onnx(model_spec: str | Path, path: str | Path, opset: int | None = No
         # machine, useless to anyone who loads the file.
         for node in proto.graph.node:
             del node.metadata_props[:]
-        for key, value in ((META_PREPROCESS, pre.to_dict()), (META_MODEL, spec)):
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, json.dumps(value)
-        proto.doc_string = f"ferkit {spec['name']}: facial-expression logits over {', '.join(pre.label_names)}"
+        _stamp(proto, pre, spec)
         onnx.save(proto, str(tmp))
         os.replace(tmp, path)
     finally:
@@ -120,12 +127,13 @@ def export_onnx_int8(model_spec: str | Path, path: str | Path, calib_images: np.
     returns float like :func:`export_onnx`; ONNX Runtime fuses them into int8 kernels.
 
     The layer that reads the image stays float: quantized to uint8, every normalised pixel level
-    lands on a rounding tie, which cost up to 0.25 points of PublicTest accuracy. ``reduce_range``
-    keeps weights to 7 bits, for x86 CPUs without VNNI, whose int8 kernels add uint8 x int8 products
-    in pairs into 16-bit sums that full 8-bit weights can overflow. The shipped model does not suffer from it: on
-    PublicTest, on such a CPU (AMD EPYC, AVX2), float 69.57 %, int8 69.82 %, int8 with 7-bit weights
-    69.55 %. Its outputs are not equal to the float model's: score the file (``ferkit eval --model
-    FILE.onnx``) before use.
+    lands on a rounding tie (the 256 levels span the calibrated range in steps of exactly one
+    quantization step, offset by half a step), so the last float bit decides each pixel; that cost
+    up to 0.25 points of PublicTest accuracy. ``reduce_range`` keeps weights to 7 bits, for x86 CPUs
+    without VNNI, whose int8 kernels add uint8 x int8 products in pairs into 16-bit sums that full
+    8-bit weights can overflow. The shipped model does not suffer from it: on PublicTest, on such a
+    CPU (AMD EPYC, AVX2), float 69.57 %, int8 69.82 %, int8 with 7-bit weights 69.55 %. Its outputs
+    are not equal to the float model's: score the file (``ferkit eval --model FILE.onnx``) before use.
     """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -155,22 +163,14 @@ def export_onnx_int8(model_spec: str | Path, path: str | Path, calib_images: np.
         quant_pre_process(str(tmps[0]), str(tmps[1]))  # shape inference and graph folding, which quantization needs
         calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                      "entropy": CalibrationMethod.Entropy}[method]
-        # The layer that reads the image stays float: quantizing the input to uint8 would put every
-        # pixel level on a rounding tie (the normalised 256 levels span [min, max] in steps of exactly
-        # the quantization step, offset by half a step), so float noise decides whether each pixel
-        # rounds up or down. It is one small convolution.
         first = [n.name for n in onnx.load(str(tmps[1])).graph.node if INPUT_NAME in n.input]
         quantize_static(str(tmps[1]), str(tmps[2]), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate,
-                        reduce_range=reduce_range, nodes_to_exclude=first)
+                        reduce_range=reduce_range, nodes_to_exclude=first)  # the layer reading the image stays float
         proto = onnx.load(str(tmps[2]))
         quant = {"dtype": "int8", "method": method, "calibration_images": int(len(batch)),
                  "weight_bits": 7 if reduce_range else 8, "source_sha256": sha256_file(resolve_checkpoint_path(model_spec))}
-        del proto.metadata_props[:]
-        for key, value in ((META_PREPROCESS, pre.to_dict()), (META_MODEL, spec | {"quantized": quant})):
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, json.dumps(value)
-        proto.doc_string = f"ferkit {spec['name']}, int8: facial-expression logits over {', '.join(pre.label_names)}"
+        _stamp(proto, pre, spec | {"quantized": quant})
         onnx.save(proto, str(tmps[2]))
         os.replace(tmps[2], path)
     finally:
@@ -245,31 +245,27 @@ class OnnxClassifier:
 
     def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None,
                  spinning: bool = False):
+        import onnxruntime as ort
+
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such ONNX model file")
-        self.providers = providers or ["CPUExecutionProvider"]
-        self.spinning = spinning
-        self.session = self._session(threads)
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts,
+                                                providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+            raise ValueError(f"{self.path}: not a loadable ONNX model ({exc.__class__.__name__}: {exc})") from exc
         meta = self.session.get_modelmeta().custom_metadata_map
         if META_PREPROCESS not in meta:
             raise ValueError(f"{self.path}: ONNX model has no '{META_PREPROCESS}' metadata; export it with `ferkit export`")
         self.preprocess = Preprocess.from_dict(json.loads(meta[META_PREPROCESS]))
         self.model_spec = json.loads(meta.get(META_MODEL, "{}"))
         self.input_name = self.session.get_inputs()[0].name
-
-    def _session(self, threads: int | None):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-            opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
-        try:
-            return ort.InferenceSession(str(self.path), sess_options=opts, providers=self.providers)
-        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
-            raise ValueError(f"{self.path}: not a loadable ONNX model ({exc.__class__.__name__}: {exc})") from exc
 
     @property
     def label_names(self) -> tuple[str, ...]:
