@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -34,7 +32,7 @@ import cv2
 import numpy as np
 import torch
 from _fer_worker import time_calls  # the one timing protocol, shared with the fer side
-from vs_peers import SHARED, FerWorker, load_crops, loadavg, ms_stats, system_info
+from vs_peers import SHARED, FerWorker, load_crops, loadavg, ms_stats, parse_run_args, system_info, write_report
 
 from ferkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from ferkit.infer.export import export_onnx, export_onnx_int8
@@ -123,15 +121,7 @@ def main() -> int:
                     "without it only ferkit is timed")
     ap.add_argument("--data", default=str(SHARED / "data" / "fer2013"), help="FER2013 Kaggle-layout folder")
     ap.add_argument("--calls", type=int, default=600, help="timed batch-1 calls per classifier, over all rounds")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
-    ap.add_argument("--warmup", type=int, default=20, help="untimed calls before each timed round")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every library on both sides")
-    ap.add_argument("--out", help="write results here as JSON, and the same name with .md as a Markdown report")
-    args = ap.parse_args()
-    if args.out and not args.out.endswith(".json"):
-        raise SystemExit(f"--out {args.out}: expected a file name ending in .json")
-    if args.fer_python and not Path(args.fer_python).is_file():
-        raise SystemExit(f"--fer-python {args.fer_python}: no such file (set up fer's environment: benchmarks/README.md)")
+    args = parse_run_args(ap, rounds=3)
     candidates = [parse_candidate(c) for c in args.candidates]
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
@@ -182,14 +172,11 @@ def main() -> int:
            "threads": args.threads, "calls": per_round * args.rounds, "rounds": args.rounds,
            "load_before": load_before, "load_after": loadavg(), "rows": rows,
            "fer_ms": ms_stats(samples["fer"]) if samples["fer"] else None,
-           "fer_version": fer_info.get("fer") if fer else None, "python": platform.python_version()}
+           "fer_version": fer_info.get("fer") if fer else None}
     report = markdown(res)
     print(report)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=2))
-        Path(args.out).with_suffix(".md").write_text(report)
-        print(f"wrote {args.out} and {Path(args.out).with_suffix('.md')}")
+        write_report(args.out, res, report)
     shutil.rmtree(work, ignore_errors=True)  # kept after a failure: it holds the fer worker's log
     return 0
 

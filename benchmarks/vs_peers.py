@@ -289,6 +289,32 @@ def markdown(res: dict) -> str:
 # ------------------------------------------------------------------ main
 
 
+# ------------------------------------------------------------------ shared with latency_budget.py
+
+
+def parse_run_args(ap: argparse.ArgumentParser, rounds: int) -> argparse.Namespace:
+    """Add the timing and output options both benchmarks take, parse, and check ``--out`` / ``--fer-python``."""
+    ap.add_argument("--rounds", type=int, default=rounds, help="alternating ferkit/fer timing rounds")
+    ap.add_argument("--warmup", type=int, default=20, help="untimed calls before each timed round")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every library on both sides")
+    ap.add_argument("--out", help="write results here as JSON, and the same name with .md as a Markdown report")
+    args = ap.parse_args()
+    if args.out and not args.out.endswith(".json"):
+        raise SystemExit(f"--out {args.out}: expected a file name ending in .json")
+    if args.fer_python and not Path(args.fer_python).is_file():
+        raise SystemExit(f"--fer-python {args.fer_python}: no such file (set up fer's environment: benchmarks/README.md)")
+    return args
+
+
+def write_report(out: str, res: dict, report: str) -> None:
+    """``res`` as JSON to ``out`` and ``report`` (Markdown) beside it, same name with .md."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=2))
+    path.with_suffix(".md").write_text(report)
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fer-python", required=True, help="python of the fer virtual environment (benchmarks/README.md)")
@@ -302,16 +328,7 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=0, help="score only a seeded random N PrivateTest crops (0: all 3,589)")
     ap.add_argument("--latency-calls", type=int, default=1000, help="timed batch-1 calls per classifier, over all rounds")
     ap.add_argument("--frames", type=int, default=300, help="timed end-to-end frames per pipeline, over all rounds")
-    ap.add_argument("--rounds", type=int, default=5, help="alternating ferkit/fer timing rounds")
-    ap.add_argument("--warmup", type=int, default=20, help="untimed calls before each timed round")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every library on both sides")
-    ap.add_argument("--out", help="write results here as JSON, and the same name with .md as a Markdown report")
-    args = ap.parse_args()
-
-    if args.out and not args.out.endswith(".json"):
-        raise SystemExit(f"--out {args.out}: expected a file name ending in .json")
-    if not Path(args.fer_python).is_file():
-        raise SystemExit(f"--fer-python {args.fer_python}: no such file (set up fer's environment: benchmarks/README.md)")
+    args = parse_run_args(ap, rounds=5)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
@@ -456,11 +473,7 @@ def main() -> int:
           + "; ".join(f"{k} {v['fps']:.1f} ({v['frames_with_one_face']}/{len(frames)})" for k, v in e2e.items()))
     print(f"load average before/after: {load_before} / {res['load_after']}")
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(res, indent=2))
-        out.with_suffix(".md").write_text(markdown(res))
-        print(f"wrote {out} and {out.with_suffix('.md')}")
+        write_report(args.out, res, markdown(res))
     shutil.rmtree(work, ignore_errors=True)  # kept after a failure: it holds the fer worker's log
     return 0
 
