@@ -184,3 +184,22 @@ def test_overlay_scales_with_the_image_and_leaves_the_input_untouched():
         changed.append(np.any(drawn != img, axis=2).mean())
     # Boxes, tags and bars cover about the same share of the picture at both sizes (fonts scale with the image).
     assert 0.04 < changed[0] < 0.5 and 0.5 < changed[1] / changed[0] < 2.0, changed
+
+
+def test_readme_main_command_uses_the_shipped_yunet_on_a_fresh_machine(tmp_path):
+    """The README's first command in a clean environment: no $FERKIT_YUNET, an empty cache, no flags."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FERKIT_")}
+    env["FERKIT_CACHE"] = str(tmp_path / "empty_cache")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "ferkit.app.cli", "predict", str(PHOTOS / "two_people.jpg"), "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["detector"] == "yunet" and summary["faces"] == 2
+    assert "Haar" not in proc.stderr  # no fallback notice
+    assert not (tmp_path / "empty_cache" / "models").exists()  # nothing downloaded

@@ -10,7 +10,7 @@ from conftest import VIDEO, YUNET
 from ferkit.infer.pipeline import predict_stream
 from ferkit.infer.results import Face
 from ferkit.infer.sources import open_source
-from ferkit.infer.tracking import Tracker, iou, shift_boxes
+from ferkit.infer.tracking import SceneCutDetector, Tracker, iou, shift_boxes
 
 N_FRAMES = 90  # the clip's first 3 seconds: a two-person shot (frames 0-19), then a cut to a panning audience shot
 LABELS = ("angry", "happy", "neutral")
@@ -162,7 +162,9 @@ def test_detect_every_3_gives_the_same_tracks_with_a_third_of_the_detections(rec
     detect = rec.detect
     monkeypatch.setattr(rec, "detect", lambda image: calls.append(1) or detect(image))
     every3 = [r.faces for r in predict_stream(VIDEO, rec, detect_every=3, max_frames=N_FRAMES, keep_images=False)]
-    assert len(every3) == N_FRAMES and len(calls) == N_FRAMES // 3
+    # Every third frame, with the count restarting at each shot change (frames 20 and 82), where the detector runs.
+    expected = [t for t in range(N_FRAMES) if (t - max(c for c in (0, 20, 82) if c <= t)) % 3 == 0]
+    assert len(every3) == N_FRAMES and len(calls) == len(expected) == 31
     every1 = _track(raw_faces, 0.6)
     long1 = [v for v in _tracks(every1).values() if len(v) >= 10]
     long3 = [v for v in _tracks(every3).values() if len(v) >= 10]
@@ -175,3 +177,23 @@ def test_detect_every_3_gives_the_same_tracks_with_a_third_of_the_detections(rec
             assert isinstance(f.track_id, int) and set(f.probs) == set(rec.label_names)
             x, y, w, h = f.box
             assert 0 <= x and 0 <= y and x + w <= 640 and y + h <= 360
+
+
+def test_scene_cuts_are_found_on_the_real_clip_and_nowhere_else():
+    cut = SceneCutDetector()
+    found = [f.index for f in open_source(VIDEO) if cut(f.image)]
+    assert found == [20, 82, 211]  # the clip's three hard cuts, found by looking at it frame by frame
+
+
+def test_track_ids_end_at_a_scene_cut(rec):
+    """Frame 210 shows one person; frame 211 cuts to an audience of five. Without the cut, a face there
+    inherited the person's id (seen at 210 -> 212)."""
+    results = list(predict_stream(VIDEO, rec, max_frames=214, keep_images=False))
+    before = {f.track_id for r in results[200:211] for f in r.faces}
+    after = {f.track_id for r in results[211:214] for f in r.faces}
+    assert before and len(after) >= 4
+    assert not before & after
+    # Ids are never reused within a video.
+    assert min(after) > max(before)
+    old = list(predict_stream(VIDEO, rec, max_frames=214, keep_images=False, scene_cuts=False))
+    assert {f.track_id for r in old[200:211] for f in r.faces} & {f.track_id for r in old[211:214] for f in r.faces}

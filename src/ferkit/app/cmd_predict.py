@@ -41,7 +41,7 @@ def register(sub, formatter) -> None:
     p.add_argument("--detector", choices=("auto", "yunet", "haar"), default="auto",
                    help="face detector; auto = YuNet when its weights are at hand, else Haar (with a notice)")
     p.add_argument("--yunet", metavar="PATH",
-                   help="YuNet weights (face_detection_yunet_2023mar.onnx); else $FERKIT_YUNET or the cache")
+                   help="another YuNet weights file (default: the one shipped in the package, or $FERKIT_YUNET)")
     p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="torch",
                    help="classifier runtime: PyTorch, ONNX Runtime, or ONNX Runtime with the shipped int8 model (fastest on a CPU)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")

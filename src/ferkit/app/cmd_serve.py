@@ -32,7 +32,7 @@ def register(sub, formatter) -> None:
                    help="model to serve: 'default', a checkpoint, a run folder or an .onnx file; repeat to offer "
                         "several (the first is the default; clients choose with ?model=NAME); none given: 'default'")
     p.add_argument("--detector", default="auto", choices=("auto", "yunet", "haar"), help="default face detector")
-    p.add_argument("--yunet", metavar="PATH", help="YuNet weights file (else $FERKIT_YUNET or the cache)")
+    p.add_argument("--yunet", metavar="PATH", help="another YuNet weights file (default: the one shipped in the package, or $FERKIT_YUNET)")
     p.add_argument("--backend", default="torch", choices=("torch", "onnx", "onnx-int8"),
                    help="inference backend (onnx-int8: the shipped model quantized, fastest on a CPU)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")

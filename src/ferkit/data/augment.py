@@ -33,6 +33,11 @@ class AugmentConfig:
     noise: float = 0.0  # std of additive Gaussian noise, fraction of full scale
     erase: float = 0.0  # probability of random erasing
     erase_scale: tuple[float, float] = (0.02, 0.2)  # erased area fraction
+    pad: str | tuple[str, ...] = "zeros"  # what fills the border when zoomed out or shifted: zeros, border
+    # (replicate the edge), reflection, or several of them, one drawn per sample
+    gamma: float = 0.0  # max |log gamma|: pixels ** gamma with log gamma uniform in +-this (low light / glare)
+    lowres: float = 0.0  # probability of down-sampling to a random side in lowres_size and back (small faces)
+    lowres_size: tuple[int, int] = (16, 32)  # in pixels
 
     @classmethod
     def from_spec(cls, spec: object) -> AugmentConfig | None:
@@ -99,13 +104,29 @@ class BatchAugment:
         dev = x.device
         theta = self.geometry(b, g, dev).to(x.dtype)
         grid = F.affine_grid(theta, [b, ch, self.out_size, self.out_size], align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        pads = (c.pad,) if isinstance(c.pad, str) else tuple(c.pad)
+        bad = sorted(set(pads) - {"zeros", "border", "reflection"})
+        if bad or not pads:
+            raise ValueError(f"augment pad must be zeros, border, reflection or a list of them, got {c.pad!r}")
+        if len(pads) == 1:
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode=pads[0], align_corners=False)
+        else:  # one padding mode per sample
+            pick = torch.randint(0, len(pads), (b,), generator=g, device=dev).view(b, 1, 1, 1)
+            outs = [F.grid_sample(x, grid, mode="bilinear", padding_mode=m, align_corners=False) for m in pads]
+            x = outs[0]
+            for i, o in enumerate(outs[1:], 1):
+                x = torch.where(pick == i, o, x)
         # (B, C, S, S) from here on
+        if c.lowres:
+            x = self._lowres(x, g)
         if c.brightness or c.contrast:
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
             k = _uniform(b, 1 - c.contrast, 1 + c.contrast, g, dev).view(b, 1, 1, 1)
             d = _uniform(b, -c.brightness, c.brightness, g, dev).view(b, 1, 1, 1)
             x = (x - mean) * k + mean + d
+        if c.gamma:
+            gm = torch.exp(_uniform(b, -c.gamma, c.gamma, g, dev)).view(b, 1, 1, 1).to(x.dtype)
+            x = x.clamp(1e-4, 1).pow(gm)
         if ch == 3 and (c.saturation or c.hue):
             x = self._color(x, g)
         if c.blur:
@@ -138,6 +159,17 @@ class BatchAugment:
             ).to(x.dtype)
             x = torch.einsum("bij,bjhw->bihw", m, x)
         return x
+
+    def _lowres(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Down-sample a random share of the batch to one random side and back up (as a small, upscaled face)."""
+        b, s = x.shape[0], x.shape[-1]
+        lo, hi = self.cfg.lowres_size
+        side = int(torch.randint(lo, hi + 1, (1,), generator=g))
+        if side >= s:
+            return x
+        apply = (torch.rand(b, generator=g, device=x.device) < self.cfg.lowres).view(b, 1, 1, 1)
+        small = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+        return torch.where(apply, F.interpolate(small, size=(s, s), mode="bilinear", align_corners=False), x)
 
     def _blur(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         b, ch, h, w = x.shape

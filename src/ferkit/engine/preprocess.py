@@ -16,6 +16,23 @@ import torch
 from ferkit.imageio import to_model_channels
 
 
+@dataclass(frozen=True)
+class CropGeometry:
+    """How a detector's face box becomes the square crop a model sees (deployment only).
+
+    margin: border added on each side, as a fraction of the box's longer side.
+    offset_y: the crop centre moved down by this fraction of the box's longer side (up when negative).
+    align: rotate so the eyes are level, when the detector gives landmarks.
+    """
+
+    margin: float = 0.1
+    offset_y: float = 0.0
+    align: bool = True
+
+    def to_dict(self) -> dict:
+        return {"margin": self.margin, "offset_y": self.offset_y, "align": self.align}
+
+
 @dataclass
 class Preprocess:
     """How a face image becomes model input.
@@ -24,7 +41,10 @@ class Preprocess:
     mean/std: per-channel normalisation of [0, 1] pixels.
     label_names: the model's output classes, in order.
     crop_margin: extra border around a detected face box, as a fraction of its
-    size on each side (deployment only; dataset images are already crops).
+    size on each side (deployment only; dataset images are already crops), for
+    detectors without a calibrated geometry.
+    crop_geometry: detector name -> :class:`CropGeometry` dict, the crop chosen by
+    measurement for that detector's boxes (``benchmarks/robustness.py --calibrate``).
     """
 
     input_size: int = 48
@@ -33,10 +53,19 @@ class Preprocess:
     std: tuple[float, ...] = (0.25,)
     label_names: tuple[str, ...] = field(default_factory=tuple)
     crop_margin: float = 0.1
+    crop_geometry: dict[str, dict] = field(default_factory=dict)
+
+    def crop_for(self, detector: str) -> CropGeometry:
+        """The crop geometry for faces found by ``detector`` (its calibrated one, else ``crop_margin``, aligned)."""
+        g = self.crop_geometry.get(detector)
+        if g is None:
+            return CropGeometry(margin=self.crop_margin)
+        return CropGeometry(margin=float(g["margin"]), offset_y=float(g.get("offset_y", 0.0)), align=bool(g.get("align", True)))
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["mean"], d["std"], d["label_names"] = list(self.mean), list(self.std), list(self.label_names)
+        d["crop_geometry"] = {k: dict(v) for k, v in self.crop_geometry.items()}
         return d
 
     @classmethod
@@ -48,6 +77,7 @@ class Preprocess:
             std=tuple(d["std"]),
             label_names=tuple(d["label_names"]),
             crop_margin=float(d.get("crop_margin", 0.1)),
+            crop_geometry={str(k): dict(v) for k, v in (d.get("crop_geometry") or {}).items()},
         )
 
     def prepare_images(self, images: list[np.ndarray] | np.ndarray, order: str = "rgb") -> np.ndarray:

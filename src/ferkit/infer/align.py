@@ -19,17 +19,19 @@ def eye_angle(landmarks: np.ndarray) -> float:
     return math.degrees(math.atan2(ly - ry, lx - rx))
 
 
-def crop_transform(det: Detection, margin: float) -> tuple[np.ndarray, int]:
+def crop_transform(det: Detection, margin: float, offset_y: float = 0.0, align: bool = True) -> tuple[np.ndarray, int]:
     """The 2x3 affine matrix taking image pixels to crop pixels, and the crop side.
 
     The crop is a square of side ``max(w, h) * (1 + 2 * margin)`` centred on the
-    box, rotated about that centre so the eyes are level when landmarks exist.
+    box, moved down by ``offset_y * max(w, h)`` (up when negative), and rotated
+    about the box centre so the eyes are level when landmarks exist and ``align``.
     """
     x, y, w, h = det.box
-    side = max(1, int(round(max(w, h) * (1.0 + 2.0 * margin))))
-    cx, cy = x + (w - 1) / 2.0, y + (h - 1) / 2.0  # pixel-centre coordinates
+    size = max(w, h)
+    side = max(1, int(round(size * (1.0 + 2.0 * margin))))
+    cx, cy = x + (w - 1) / 2.0, y + (h - 1) / 2.0 + offset_y * size  # pixel-centre coordinates
     half = (side - 1) / 2.0
-    angle = eye_angle(det.landmarks) if det.landmarks is not None else 0.0
+    angle = eye_angle(det.landmarks) if align and det.landmarks is not None else 0.0
     if angle == 0.0:
         # No rotation: an integer shift, so the crop holds the image's own pixels (no interpolation blur).
         return np.array([[1.0, 0.0, round(half - cx)], [0.0, 1.0, round(half - cy)]]), side
@@ -38,15 +40,17 @@ def crop_transform(det: Detection, margin: float) -> tuple[np.ndarray, int]:
     return m, side
 
 
-def crop_faces(image_bgr: np.ndarray, detections: list[Detection], margin: float) -> list[np.ndarray]:
+def crop_faces(image_bgr: np.ndarray, detections: list[Detection], margin: float, offset_y: float = 0.0,
+               align: bool = True) -> list[np.ndarray]:
     """BGR crops ``(S, S, 3)`` (S per face), one per detection, at the image's own resolution.
 
-    Eyes are levelled when a detection has landmarks; parts of the square that
+    The geometry (``margin``, ``offset_y``, ``align``) is :func:`crop_transform`'s; a model's calibrated
+    geometry per detector is ``Preprocess.crop_for(detector_name)``. Parts of the square that
     fall outside the image repeat the border pixels, so faces at the edge keep
     their position in the crop instead of being shifted or squeezed.
     """
     crops = []
     for det in detections:
-        m, side = crop_transform(det, margin)
+        m, side = crop_transform(det, margin, offset_y, align)
         crops.append(cv2.warpAffine(image_bgr, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
     return crops

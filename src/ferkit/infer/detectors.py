@@ -1,10 +1,12 @@
 """Face detectors: OpenCV YuNet (best quality/speed, 5 landmarks) and OpenCV's Haar cascade (no download).
 
-``create_detector("auto")`` uses YuNet when its weights are at hand without a
-network (a path given, ``$FERKIT_YUNET``, or the cache) and otherwise Haar,
-with one logged notice saying how to get YuNet. ``create_detector("yunet")``
-downloads the weights on first use from OpenCV's model zoo, verifies their
-sha256 and caches them.
+YuNet's weights ship inside the package (``weights/face_detection_yunet_2023mar.onnx``,
+232 KB, Apache-2.0, see ``weights/YUNET_NOTICE.md``) and are verified by sha256 when
+loaded, so ``create_detector("auto")`` is YuNet whenever OpenCV has
+``cv2.FaceDetectorYN``; Haar is the fallback for an OpenCV without it, and
+stays available by name. Other YuNet files can be given by path or
+``$FERKIT_YUNET``; the download code (verified, cached) remains for installs that
+lack the packaged file.
 
 Both detectors work on a downscaled copy of large images (longest side
 ``max_side``, 1280 by default) and scale the boxes back: on the real photos in
@@ -35,6 +37,7 @@ YUNET_FILE = "face_detection_yunet_2023mar.onnx"
 YUNET_URL = f"https://github.com/opencv/opencv_zoo/raw/main/models/face_detection_yunet/{YUNET_FILE}"
 YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
 YUNET_ENV = "FERKIT_YUNET"
+YUNET_PACKAGED = Path(__file__).resolve().parent.parent / "weights" / YUNET_FILE  # shipped with ferkit
 DETECTORS = ("auto", "yunet", "haar")
 DEFAULT_MAX_SIDE = 1280  # longest side the detectors see; larger images are downscaled (see module docstring)
 
@@ -88,8 +91,22 @@ def _download(url: str, dest: Path, sha256: str, timeout: float = 60.0) -> Path:
     return dest
 
 
+def packaged_yunet() -> Path | None:
+    """The YuNet weights shipped in the package, verified; None if the file is absent (a trimmed install).
+
+    A packaged file whose sha256 differs is damaged: that is an error naming the file, not a silent fallback."""
+    if not YUNET_PACKAGED.is_file():
+        return None
+    got = sha256_file(YUNET_PACKAGED)
+    if got != YUNET_SHA256:
+        raise ValueError(f"{YUNET_PACKAGED}: the YuNet weights shipped with ferkit are damaged (sha256 {got}, expected "
+                         f"{YUNET_SHA256}); reinstall ferkit, or use detector='haar'")
+    return YUNET_PACKAGED
+
+
 def _local_yunet(path: str | Path | None) -> Path | None:
-    """The weights given by argument, else by ``$FERKIT_YUNET``, else a verified cached copy, else None."""
+    """The weights given by argument, else by ``$FERKIT_YUNET``, else the packaged file, else a verified cached
+    copy, else None."""
     if path is not None:
         p = Path(path).expanduser()
         if not p.is_file():
@@ -101,6 +118,9 @@ def _local_yunet(path: str | Path | None) -> Path | None:
         if not p.is_file():
             raise FileNotFoundError(f"{p}: YuNet weights named by ${YUNET_ENV} not found")
         return p
+    packaged = packaged_yunet()
+    if packaged is not None:
+        return packaged
     cached = models_dir() / YUNET_FILE
     if cached.is_file():
         got = sha256_file(cached)
@@ -111,7 +131,8 @@ def _local_yunet(path: str | Path | None) -> Path | None:
 
 
 def yunet_weights(path: str | Path | None = None, download: bool = True) -> Path:
-    """Path of the YuNet weights: ``path`` > ``$FERKIT_YUNET`` > the cache > a verified download into the cache.
+    """Path of the YuNet weights: ``path`` > ``$FERKIT_YUNET`` > the packaged file > the cache > a verified
+    download into the cache.
 
     A given path or environment variable that names no file is an error (not a
     silent download). With ``download=False`` and nothing local, raises
@@ -161,8 +182,30 @@ def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -
     return x0, y0, x1 - x0, y1 - y0
 
 
+def merge_overlapping(dets: list[Detection], max_overlap: float = 0.5) -> list[Detection]:
+    """One box per face: drop a detection when more than ``max_overlap`` of the smaller of it and a better-scored
+    one is shared with that one.
+
+    The detectors' own NMS compares IoU, which lets a small box inside a large one survive (YuNet on the shared
+    clip, frames 152-154: a second, forehead box over one face, IoU 0.23-0.27 but 64-72 % of the small box
+    inside the large one). Neighbouring faces in a crowd overlap by a few per cent and are kept."""
+    kept: list[Detection] = []
+    for d in sorted(dets, key=lambda d: -d.score):
+        x, y, w, h = d.box
+        for k in kept:
+            kx, ky, kw, kh = k.box
+            iw = min(x + w, kx + kw) - max(x, kx)
+            ih = min(y + h, ky + kh) - max(y, ky)
+            if iw > 0 and ih > 0 and iw * ih > max_overlap * min(w * h, kw * kh):
+                break
+        else:
+            kept.append(d)
+    return kept
+
+
 class FaceDetector:
-    """Base class: ``detect(image_bgr)`` -> detections in pixels of the given image, best score first.
+    """Base class: ``detect(image_bgr)`` -> detections in pixels of the given image, best score first, one per face
+    (overlapping boxes merged by :func:`merge_overlapping`).
 
     An instance holds an OpenCV network/cascade and is not thread-safe: use one per thread.
     """
@@ -192,8 +235,7 @@ class FaceDetector:
             if lm is not None:
                 lm = (lm / s).astype(np.float32)
             out.append(Detection(clipped, float(score), lm))
-        out.sort(key=lambda d: -d.score)
-        return out
+        return merge_overlapping(out)
 
     def _detect(self, image: np.ndarray, scale: float) -> list[tuple[tuple[float, float, float, float], float, np.ndarray | None]]:
         """Raw ``(box, score, landmarks)`` in pixels of ``image``, which is the original downscaled by ``scale``."""
@@ -261,11 +303,12 @@ class HaarDetector(FaceDetector):
 
 def create_detector(name: str | FaceDetector = "auto", yunet_path: str | Path | None = None, score_threshold: float = 0.6,
                     min_face: int = 20, max_side: int | None = DEFAULT_MAX_SIDE) -> FaceDetector:
-    """A face detector by name: ``"yunet"`` (downloads its weights on first use), ``"haar"``, or ``"auto"``.
+    """A face detector by name: ``"yunet"``, ``"haar"``, or ``"auto"``.
 
-    ``"auto"`` picks YuNet when its weights are at hand without a network
-    (``yunet_path``, ``$FERKIT_YUNET`` or the cache) and otherwise Haar, logging
-    once how to get YuNet. A :class:`FaceDetector` instance is returned as is.
+    ``"auto"`` is YuNet (the packaged weights, or ``yunet_path`` / ``$FERKIT_YUNET``)
+    whenever OpenCV has ``cv2.FaceDetectorYN`` and the weights are at hand without a
+    network, and otherwise Haar, with one logged notice saying why. A
+    :class:`FaceDetector` instance is returned as is.
     """
     global _fallback_noticed
     if isinstance(name, FaceDetector):
@@ -277,13 +320,18 @@ def create_detector(name: str | FaceDetector = "auto", yunet_path: str | Path | 
     if key == "haar":
         return HaarDetector(**opts)
     if key == "auto":
-        local = _local_yunet(yunet_path)
+        has_yunet = hasattr(cv2, "FaceDetectorYN")
+        local = _local_yunet(yunet_path) if has_yunet else None
         if local is not None:
             return YuNetDetector(local, **opts)
-        msg = (f"face detector: using OpenCV's Haar cascade, which finds fewer faces, because the YuNet weights are not "
-               f"at hand (no path given, ${YUNET_ENV} unset, nothing in {models_dir()}). For YuNet choose the 'yunet' "
-               f"detector once with network access (downloads {YUNET_FILE}, 230 KB, sha256-verified, cached) "
-               f"or set ${YUNET_ENV} to a local copy")
+        if not has_yunet:
+            msg = (f"face detector: using OpenCV's Haar cascade, which finds fewer faces, because this OpenCV "
+                   f"({cv2.__version__}) has no cv2.FaceDetectorYN; install opencv-python-headless>=4.8 for YuNet")
+        else:
+            msg = (f"face detector: using OpenCV's Haar cascade, which finds fewer faces, because the YuNet weights are "
+                   f"not at hand (not in the package, no path given, ${YUNET_ENV} unset, nothing in {models_dir()}). "
+                   f"Reinstall ferkit, or choose the 'yunet' detector once with network access (downloads {YUNET_FILE}, "
+                   f"230 KB, sha256-verified, cached)")
         if not _fallback_noticed:
             log.warning(msg)
             _fallback_noticed = True

@@ -30,7 +30,7 @@ import cv2
 from ferkit.infer.render import draw_faces
 from ferkit.infer.results import Detection, FrameResult
 from ferkit.infer.sources import Frame, Source, open_source
-from ferkit.infer.tracking import Tracker, shift_boxes
+from ferkit.infer.tracking import SceneCutDetector, Tracker, shift_boxes
 from ferkit.infer.writers import AnnotatedImageWriter, JsonlWriter, TimelineWriter, VideoWriter, plot_timeline
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ def predict_stream(
     iou_threshold: float = 0.3,
     max_age: int | None = None,
     keep_images: bool = True,
+    scene_cuts: bool = True,
 ) -> Iterator[FrameResult]:
     """Recognise every face of every frame of ``source``, yielding one :class:`FrameResult` per frame.
 
@@ -79,6 +80,7 @@ def predict_stream(
         videos and cameras; still images are always independent (track_id None).
     max_age: frames a lost track is kept (default: half a second of frames, at least 5).
     keep_images: attach the BGR frame to each result (for drawing); False when results are collected in a list.
+    scene_cuts: for videos, end every track at a shot change and run the detector there afresh.
     """
     if detect_every < 1:
         raise ValueError(f"detect_every must be >= 1, got {detect_every}")
@@ -93,12 +95,14 @@ def predict_stream(
     # A camera is shown live: classify each frame as it arrives instead of waiting for a group.
     group_size = 1 if src.is_live else max(1, batch_frames)
     prev_image, prev_dets, since_detect = None, [], 0
+    is_cut = SceneCutDetector() if sequence and scene_cuts else None
 
     for group in _batches(iter(src), group_size, max_frames):
         try:
             detections: list[list[Detection]] = []
-            for frame in group:
-                if not sequence or prev_image is None or since_detect + 1 >= detect_every:
+            cuts = [bool(is_cut(frame.image)) if is_cut is not None else False for frame in group]
+            for frame, cut in zip(group, cuts):
+                if not sequence or prev_image is None or cut or since_detect + 1 >= detect_every:
                     dets = recognizer.detect(frame.image)
                     since_detect = 0
                 else:
@@ -114,8 +118,10 @@ def predict_stream(
                 raise
             log.warning("%s: skipped frame %d (%s: %s)", src.name, group[0].index, type(exc).__name__, exc)
             continue
-        for frame, faces in zip(group, faces_per_frame):
+        for frame, faces, cut in zip(group, faces_per_frame, cuts):
             if tracker is not None:
+                if cut:
+                    tracker.cut()
                 faces = tracker.update(faces)
             yield FrameResult(frame.source, frame.index, frame.time_s, faces, frame.image if keep_images else None)
 

@@ -180,6 +180,11 @@ class Recognizer:
     def label_names(self) -> tuple[str, ...]:
         return self.preprocess.label_names
 
+    @property
+    def crop_geometry(self):
+        """How this model wants faces from this detector cropped (stored in the model's ``Preprocess``)."""
+        return self.preprocess.crop_for(self.detector.name)
+
     def __repr__(self) -> str:
         return (f"Recognizer(model={self.model_name!r}, backend={self.backend!r}, device={str(self.device)!r}, "
                 f"detector={self.detector.name!r}, labels={list(self.label_names)})")
@@ -222,9 +227,10 @@ class Recognizer:
             detections = [self.detect(f) for f in frames]
         elif len(detections) != len(frames):
             raise ValueError(f"got {len(detections)} detection lists for {len(frames)} frames")
+        geo = self.crop_geometry
         crops = []
         for frame, dets in zip(frames, detections):
-            crops.extend(crop_faces(frame, dets, self.preprocess.crop_margin))
+            crops.extend(crop_faces(frame, dets, geo.margin, geo.offset_y, geo.align))
         probs = self.classify_crops(crops)
         names = self.label_names
         results, k = [], 0

@@ -8,6 +8,9 @@ flicker from frame to frame.
 
 For "detect every N frames", :func:`shift_boxes` moves the last detected boxes
 to the next frame with sparse Lucas-Kanade optical flow of the box content.
+:class:`SceneCutDetector` finds shot changes, where every track ends
+(:meth:`Tracker.cut`) and the detector runs afresh, so that an id never jumps
+from a face in one shot to another person in the next.
 """
 
 from __future__ import annotations
@@ -81,6 +84,10 @@ class Tracker:
     def reset(self) -> None:
         self.tracks, self._next_id = [], 0
 
+    def cut(self) -> None:
+        """A shot change: end every track. New faces get new ids (ids are never reused within a video)."""
+        self.tracks = []
+
     def _match(self, boxes: list[Box]) -> list[tuple[int, int]]:
         """Greedy matching, best pairs first: (track index, face index) pairs."""
         pairs = []
@@ -139,6 +146,34 @@ class Tracker:
         p = p / max(p.sum(), 1e-12)
         probs = {k: float(v) for k, v in zip(names, p)}
         return replace(face, probs=probs, label=names[int(np.argmax(p))], track_id=track.track_id)
+
+
+class SceneCutDetector:
+    """Finds shot changes (hard cuts) between consecutive frames.
+
+    Each frame is reduced to a 64x36 grey thumbnail; a cut is a frame whose grey-level histogram
+    (32 bins) differs from the previous one's by a Bhattacharyya distance above ``hist_threshold``
+    **and** whose thumbnail differs by a mean absolute difference above ``diff_threshold`` (a fraction
+    of full scale). Both must change: a pan moves pixels but keeps the histogram; a change of
+    exposure moves the histogram a little. On the shared clip the three hard cuts (frames 20, 82, 211)
+    score 0.24-0.39 and 0.11-0.12, every other frame at most 0.074 and 0.053.
+    """
+
+    def __init__(self, hist_threshold: float = 0.15, diff_threshold: float = 0.07):
+        self.hist_threshold, self.diff_threshold = hist_threshold, diff_threshold
+        self._prev: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __call__(self, image_bgr: np.ndarray) -> bool:
+        """True when ``image_bgr`` starts a new shot (never for the first frame)."""
+        thumb = cv2.resize(_to_grey(image_bgr), (64, 36), interpolation=cv2.INTER_AREA)
+        hist = cv2.calcHist([thumb], [0], None, [32], [0, 256])
+        hist /= max(float(hist.sum()), 1.0)
+        prev, self._prev = self._prev, (thumb.astype(np.int16), hist)
+        if prev is None:
+            return False
+        dist = cv2.compareHist(prev[1], hist, cv2.HISTCMP_BHATTACHARYYA)
+        diff = float(np.abs(self._prev[0] - prev[0]).mean()) / 255.0
+        return dist > self.hist_threshold and diff > self.diff_threshold
 
 
 def _to_grey(image_bgr: np.ndarray) -> np.ndarray:
