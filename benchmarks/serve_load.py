@@ -5,15 +5,21 @@ clients and the server do not share one Python interpreter lock), or uses a
 server already running on this machine (``--url``), then runs a bounded load:
 ``--clients`` threads, each with its own keep-alive connection, each sending
 ``--requests`` POST /v1/predict requests one after another. Reports throughput,
-latency percentiles, errors and the server's batching counters (/health).
+latency percentiles, errors, the server's batching and decoding counters
+(/health), and the server process's peak memory during the load (its peak
+resident set, VmHWM from /proc, reset after the warm-up; Linux only; for
+``--url`` give ``--server-pid``).
 
 The photo is real: the largest face of a photo from ``shared/data/photos``, cut
-out with its surroundings at 4:3 and resized to 640x480.
+out with its surroundings at 4:3 and resized to 640x480 (``--size``).
 
     python benchmarks/serve_load.py                          # 8 clients x 200 requests
     python benchmarks/serve_load.py --clients 4 --requests 20 --json out.json
+    python benchmarks/serve_load.py --clients 50 --requests 1 --size 4000x3000   # a burst of 12 MP photos
 
-Target (issue 5): no errors and p95 latency under 200 ms on a 2-core CPU.
+Targets: no errors and p95 latency under 200 ms on a 2-core CPU (issue 5); a
+burst of large photos costs a bounded amount of memory (issue 15: about 5 GB
+for 50 requests before decodes were bounded).
 """
 
 from __future__ import annotations
@@ -60,6 +66,28 @@ def one_face_photo(photo: Path, yunet: Path | None, size: tuple[int, int] = (640
     return cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
 
 
+def read_memory_mb(pid: int) -> dict | None:
+    """``{"rss": now, "peak": peak resident set}`` of a process in MB, from /proc (Linux); None elsewhere."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    fields = {k: v.split() for k, _, v in (line.partition(":") for line in text.splitlines())}
+    try:
+        return {"rss": round(int(fields["VmRSS"][0]) / 1024, 1), "peak": round(int(fields["VmHWM"][0]) / 1024, 1)}
+    except (KeyError, IndexError, ValueError):
+        return None
+
+
+def reset_peak_memory(pid: int) -> bool:
+    """Restart a process's peak-RSS count at its current RSS (Linux >= 4.0: write 5 to clear_refs)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -72,6 +100,8 @@ def start_server(args) -> tuple[subprocess.Popen, str]:
            "--detector", args.detector, "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    if args.max_decodes:
+        cmd += ["--max-decodes", str(args.max_decodes)]
     cmd += ["--backend", args.backend]
     for m in args.model or []:
         cmd += ["--model", m]
@@ -164,7 +194,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=8, help="concurrent clients")
     ap.add_argument("--requests", type=int, default=200, help="requests per client")
     ap.add_argument("--photo", type=Path, default=SHARED / "data" / "photos" / "two_people.jpg",
-                    help="photo whose largest face makes the 640x480 request image")
+                    help="photo whose largest face makes the request image")
+    ap.add_argument("--size", default="640x480", help="WIDTHxHEIGHT of the request image (large ones test memory)")
     ap.add_argument("--url", help="an already running server on this machine (default: start `ferkit serve`)")
     ap.add_argument("--api-key", help="X-API-Key for --url")
     ap.add_argument("--model", action="append", help="model(s) for the started server (default: the shipped one)")
@@ -175,15 +206,24 @@ def main() -> None:
     ap.add_argument("--max-wait-ms", type=float, default=2.0)
     ap.add_argument("--backend", default="torch", choices=("torch", "onnx"), help="server's inference backend")
     ap.add_argument("--threads", type=int, default=0, help="server's CPU threads per forward pass (0: all cores)")
+    ap.add_argument("--max-decodes", type=int, default=0,
+                    help="started server's --max-decodes: images decoded at once (0: the server's default)")
+    ap.add_argument("--server-pid", type=int, help="with --url: the server's process id, to report its memory")
     ap.add_argument("--warmup", type=int, default=5, help="requests sent before timing")
     ap.add_argument("--max-seconds", type=float, default=600, help="stop the load after this long, whatever is left")
     ap.add_argument("--json", help="also write the result here")
     args = ap.parse_args()
     if args.clients < 1 or args.requests < 1:
         raise SystemExit("--clients and --requests must be at least 1")
+    try:
+        size = tuple(int(v) for v in args.size.lower().split("x"))
+        if len(size) != 2 or min(size) < 16:
+            raise ValueError
+    except ValueError:
+        raise SystemExit(f"--size must be WIDTHxHEIGHT in pixels, e.g. 640x480, got {args.size!r}") from None
     yunet = args.yunet if args.yunet and args.yunet.is_file() else None
     args.yunet = yunet
-    photo = one_face_photo(args.photo, yunet)
+    photo = one_face_photo(args.photo, yunet, size)
 
     proc = None
     if args.url:
@@ -192,13 +232,19 @@ def main() -> None:
     else:
         proc, url = start_server(args)
     headers = {"X-API-Key": args.api_key} if args.api_key else {}
+    pid = proc.pid if proc is not None else args.server_pid
     try:
         with httpx.Client(base_url=url, timeout=60, headers=headers) as c:
             for _ in range(args.warmup):
                 c.post("/v1/predict", files={"file": ("w.jpg", photo, "image/jpeg")}).raise_for_status()
             before = c.get("/health").json()["batching"]
+        # The peak memory of the load alone: the model loading before it peaks too.
+        peak_reset = pid is not None and reset_peak_memory(pid)
+        memory_before = read_memory_mb(pid) if pid is not None else None
         result = run_load(url, photo, args.clients, args.requests, {}, headers, args.max_seconds)
-        after = httpx.get(f"{url}/health", timeout=10).json()["batching"]
+        memory_after = read_memory_mb(pid) if pid is not None else None
+        health = httpx.get(f"{url}/health", timeout=10).json()
+        after = health["batching"]
     finally:
         if proc is not None:
             proc.terminate()
@@ -208,7 +254,13 @@ def main() -> None:
     crops = after[name]["crops"] - before[name]["crops"]
     result["mean_batch"] = round(crops / batches, 2) if batches else None
     result["largest_batch"] = after[name]["largest_batch"]
-    result["photo"] = f"{args.photo.name}: largest face, 640x480 JPEG ({len(photo)} bytes)"
+    result["photo"] = f"{args.photo.name}: largest face, {size[0]}x{size[1]} JPEG ({len(photo)} bytes)"
+    result["decoding"] = health.get("decoding")  # the server's bound on images decoded at once, and its peak
+    result["server_memory_mb"] = None
+    if memory_before and memory_after:
+        result["server_memory_mb"] = {"before_load": memory_before["rss"], "after_load": memory_after["rss"],
+                                      "peak": memory_after["peak"],
+                                      "peak_of": "the load" if peak_reset else "the server's whole life"}
     result["detector"] = args.detector if yunet or args.detector != "yunet" else "auto"
     result["server_threads"] = args.threads or "default"
     result["cpu_count"] = os.cpu_count()
@@ -221,6 +273,15 @@ def main() -> None:
           f"p99 {lat.get('p99')} ms, max {lat.get('max')} ms; server time {result['server_time_ms_mean']} ms mean")
     print(f"load average {result['load_average_1min']} on {result['cpu_count']} CPUs")
     print(f"batching: {result['mean_batch']} face crops per forward pass on average (largest {result['largest_batch']})")
+    dec = result["decoding"]
+    if dec:
+        print(f"decoding: at most {dec['peak']} images at once (bound {dec['limit']}), {dec['refused']} refused with 503")
+    mem = result["server_memory_mb"]
+    if mem:
+        print(f"server memory: peak RSS {mem['peak']:.0f} MB during {mem['peak_of']} "
+              f"({mem['before_load']:.0f} MB before the load, {mem['after_load']:.0f} MB after)")
+    else:
+        print("server memory: not measured (needs Linux /proc and the server's pid: start it here or give --server-pid)")
     for e in result["error_examples"]:
         print(f"  error: {e}")
     if lat.get("p95") is not None:

@@ -24,8 +24,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's note about httpx vs httpx2
     from fastapi.testclient import TestClient
 
-from ferkit.app import server  # noqa: E402
-from ferkit.app.server import create_app  # noqa: E402
+from ferkit.app.serve import create_app, limits  # noqa: E402
 
 KEY = "test-key-123"
 H = {"X-API-Key": KEY}
@@ -122,6 +121,77 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_faces(client):
     assert client.app.state.hub.batchers["default"].stats.requests - before == len(photos)
 
 
+def _instrumented_decoder(monkeypatch) -> tuple[dict, threading.Event]:
+    """Replace the server's image decoder by one that counts how many decodes run at once and holds each one
+    until the returned event is set (a large photo's decode, as long as the test needs)."""
+    seen = {"now": 0, "most": 0, "calls": 0}
+    lock = threading.Lock()
+    release = threading.Event()
+    real = limits.decode_image
+
+    def counting(data, max_pixels):
+        with lock:
+            seen["now"] += 1
+            seen["calls"] += 1
+            seen["most"] = max(seen["most"], seen["now"])
+        try:
+            release.wait(timeout=30)
+            return real(data, max_pixels)
+        finally:
+            with lock:
+                seen["now"] -= 1
+
+    monkeypatch.setattr(limits, "decode_image", counting)
+    return seen, release
+
+
+def _burst(client, n: int, release: threading.Event, until) -> list:
+    """``n`` requests at once; the held decodes are released once ``until()`` holds (or after 20 s)."""
+    results: list = [None] * n
+
+    def worker(i: int) -> None:
+        results[i] = _post_image(client, _photo("kit_with_rose.jpg"))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    t0 = time.time()
+    while not until() and time.time() - t0 < 20:
+        time.sleep(0.02)
+    release.set()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_concurrent_image_decodes_are_bounded_and_every_request_is_served(client, monkeypatch):
+    gate = client.app.state.gate
+    assert gate.limit == limits.default_max_decodes() and gate.limit >= 2
+    seen, release = _instrumented_decoder(monkeypatch)
+    n = gate.limit + 4
+    results = _burst(client, n, release, lambda: gate.stats()["waiting"] == n - gate.limit)
+    assert [r.status_code for r in results] == [200] * n
+    assert all(len(r.json()["faces"]) == 2 for r in results)  # the waiting ones were served correctly too
+    assert seen["calls"] == n and seen["most"] == gate.limit  # the bound was reached, never passed
+    health = client.get("/health").json()["decoding"]
+    assert health["limit"] == gate.limit and health["active"] == 0 and health["waiting"] == 0
+
+
+def test_requests_beyond_the_decode_queue_get_503_with_retry_after(client, monkeypatch):
+    gate = client.app.state.gate
+    monkeypatch.setattr(gate, "max_waiting", 1)
+    _, release = _instrumented_decoder(monkeypatch)
+    n = gate.limit + 3
+    refused_before = gate.refused
+    results = _burst(client, n, release, lambda: gate.refused - refused_before == 2)
+    codes = sorted(r.status_code for r in results)
+    assert codes == [200] * (gate.limit + 1) + [503] * 2  # the bound, plus the one that may wait
+    for r in results:
+        if r.status_code == 503:
+            assert r.json()["error"].startswith("server busy:") and r.headers["Retry-After"] == "1"
+    assert gate.refused - refused_before == 2
+
+
 def test_models_health_and_offline_docs(client):
     models = client.get("/v1/models", headers=H).json()
     assert models["default_model"] == "default" and models["default_detector"] == "yunet"
@@ -136,6 +206,10 @@ def test_models_health_and_offline_docs(client):
     assert "http://" not in docs.text and "https://" not in docs.text  # no CDN: every asset from this server
     for src in __import__("re").findall(r'(?:src|href)="([^"]+)"', docs.text):
         assert client.get(src).status_code == 200, src
+    redoc = client.get("/redoc")
+    assert redoc.status_code == 200 and "default-src 'self'" in redoc.headers["Content-Security-Policy"]
+    scripts = re.findall(r'<script src="([^"]+)"', redoc.text)
+    assert scripts and all(client.get(s).status_code == 200 and "cdn.redoc.ly" not in client.get(s).text for s in scripts)
     page = client.get("/")
     assert page.status_code == 200 and 'id="photo-input"' in page.text
     for asset in ("/", "/static/app.js", "/static/style.css"):
@@ -202,7 +276,7 @@ def test_decompression_bomb_is_refused_from_its_header_without_decoding(client, 
     def no_decode(*args, **kwargs):
         raise AssertionError("the server decoded an image over the pixel limit")
 
-    monkeypatch.setattr(server.cv2, "imdecode", no_decode)
+    monkeypatch.setattr(limits.cv2, "imdecode", no_decode)
     r = _post_image(client, bomb, name="bomb.png")
     assert r.status_code == 413
     assert "pixels" in r.json()["error"]
@@ -287,6 +361,18 @@ def test_video_job_lifecycle(client, tmp_path):
     assert not job_dir.exists()  # uploads and outputs are cleaned up
 
 
+def test_a_photo_sent_as_a_video_is_415_naming_the_expected_formats(client):
+    before = set(client.app.state.work_dir.iterdir())
+    png = cv2.imencode(".png", cv2.imread(str(PHOTOS / "kit_with_rose.jpg")))[1].tobytes()
+    for name, data, kind in (("kit.jpg", _photo("kit_with_rose.jpg"), "JPEG"), ("kit.mp4", png, "PNG")):
+        r = client.post("/v1/videos", files={"file": (name, data, "video/mp4")}, headers=H)
+        assert r.status_code == 415, r.text
+        error = r.json()["error"]
+        assert f"a {kind} image, not a video" in error and "expected a video file (MP4, MOV, WebM" in error
+        assert "/v1/predict" in error  # where a photo goes instead
+    assert set(client.app.state.work_dir.iterdir()) == before
+
+
 def test_bad_video_uploads_are_refused_and_leave_no_files(client):
     before = set(client.app.state.work_dir.iterdir())
     r = client.post("/v1/videos", files={"file": ("movie.mp4", b"not a video at all\n" * 100, "video/mp4")}, headers=H)
@@ -320,9 +406,89 @@ def test_live_websocket_tracks_faces_across_frames(client):
 
 
 def test_live_websocket_without_key_is_refused(client):
+    frame = _photo("kit_with_rose.jpg")
     with client.websocket_connect("/v1/live") as ws:
+        ws.send_bytes(frame)  # a frame where the key should have come first
+        reply = ws.receive_json()
+    assert reply["status"] == 401 and "API key" in reply["error"] and "subprotocol" in reply["error"]
+    with client.websocket_connect("/v1/live") as ws:
+        ws.send_text(json.dumps({"api_key": "wrong"}))
         reply = ws.receive_json()
     assert reply["status"] == 401 and "API key" in reply["error"]
+    with client.websocket_connect("/v1/live", subprotocols=["ferkit", "ferkit.key." + _b64url("wrong")]) as ws:
+        reply = ws.receive_json()
+    assert reply["status"] == 401
+
+
+def _b64url(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def test_live_websocket_takes_the_key_as_a_subprotocol_or_a_first_message(client):
+    """Browsers cannot set headers on a WebSocket: the key comes as a subprotocol or a first message, not in the URL."""
+    frame = _photo("kit_with_rose.jpg")
+    with client.websocket_connect("/v1/live", subprotocols=["ferkit", "ferkit.key." + _b64url(KEY)]) as ws:
+        assert ws.accepted_subprotocol == "ferkit"  # a browser drops a connection whose offer is not answered
+        ws.send_bytes(frame)
+        by_protocol = ws.receive_json()
+    with client.websocket_connect("/v1/live") as ws:
+        ws.send_text(json.dumps({"api_key": KEY}))  # not answered: the next answer is the frame's
+        ws.send_bytes(frame)
+        by_message = ws.receive_json()
+    for reply in (by_protocol, by_message):
+        assert "error" not in reply and reply["frame"] == 0 and len(reply["faces"]) == 2
+
+
+def test_api_key_in_a_url_never_reaches_the_server_log(client):
+    """uvicorn logs each request's path with its query; a key given as ?api_key= is blanked out in those lines."""
+    import logging
+    import socket
+
+    import httpx
+    import uvicorn
+    from websockets.sync.client import connect
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # The same app, served by uvicorn as `ferkit serve` does (its lifespan is the test client's).
+    config = uvicorn.Config(client.app, host="127.0.0.1", port=port, log_level="info", lifespan="off")
+    lines: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    capture = Capture()
+    capture.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    loggers = [logging.getLogger(n) for n in ("uvicorn.access", "uvicorn.error")]
+    for lg in loggers:  # added after uvicorn's own logging set-up, which would remove it
+        lg.addHandler(capture)
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        t0 = time.time()
+        while not srv.started:
+            assert time.time() - t0 < 30 and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        frame = _photo("kit_with_rose.jpg")
+        with connect(f"ws://127.0.0.1:{port}/v1/live?api_key={KEY}&detector=yunet") as ws:
+            ws.send(frame)
+            assert len(json.loads(ws.recv())["faces"]) == 2  # the key worked
+        with connect(f"ws://127.0.0.1:{port}/v1/live?detector=yunet&api%5Fkey={KEY}") as ws:
+            ws.send(frame)
+            assert "faces" in json.loads(ws.recv())
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models?api_key={KEY}", timeout=10).status_code == 401
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=15)
+        for lg in loggers:
+            lg.removeHandler(capture)
+    log = "\n".join(lines)
+    assert "/v1/live?api_key=***&detector=yunet" in log and "api%5Fkey=***" in log  # the lines are there, blanked
+    assert "/v1/models?api_key=***" in log
+    assert KEY not in log
 
 
 # ------------------------------------------------------------------ the command line

@@ -60,7 +60,7 @@ def _camera_frames(n: int = 12) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def base_url():
-    from ferkit.app.server import create_app
+    from ferkit.app.serve import create_app
 
     app = create_app(model="default", detector="yunet", yunet_path=YUNET, device="cpu")
     port = _free_port()
@@ -89,6 +89,7 @@ def browser(tmp_path_factory):
                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                 f"--use-file-for-fake-video-capture={y4m}"):
         opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, read with get_log("browser")
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(30)
     yield driver
@@ -158,7 +159,7 @@ def test_live_camera_shows_labels_updating(browser, base_url, tmp_path):
     assert seen and seen <= LABELS
     # The cards are redrawn with every frame: read them in one go.
     titles = browser.execute_script(
-        "return Array.from(document.querySelectorAll('#live-faces .face-title')).map(e => e.textContent)")
+        "return Array.from(document.querySelectorAll('#live-faces .face-card')).map(e => e.getAttribute('aria-label'))")
     assert titles and all(t.startswith("Track #") for t in titles)  # faces are tracked across frames
     shot = tmp_path / "serve_live.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
@@ -200,3 +201,237 @@ def test_video_upload_shows_progress_then_overlays_and_a_timeline(browser, base_
     shot = tmp_path / "serve_video.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+
+
+# ------------------------------------------------------------------ a new user's first hour (issue 15)
+
+
+def _open_ui(browser, base_url: str) -> None:
+    browser.get(base_url)
+    WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#model-select option"))
+
+
+def _severe_console(driver) -> list[str]:
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_first_load_shows_no_empty_canvas_panel_or_dead_buttons(browser, base_url):
+    _open_ui(browser, base_url)
+    for el in ("photo-result", "photo-canvas", "photo-json", "photo-csv"):
+        assert not browser.find_element(By.ID, el).is_displayed(), el
+    assert browser.execute_script("return getComputedStyle(document.getElementById('photo-result')).display") == "none"
+    assert browser.find_element(By.ID, "photo-drop").is_displayed()  # what there is to do is in view
+    browser.find_element(By.CSS_SELECTOR, '.tab-button[data-tab="live"]').click()
+    assert browser.find_element(By.ID, "live-start").is_displayed()
+    for el in ("live-result", "live-canvas"):  # no black box before the camera runs
+        assert not browser.find_element(By.ID, el).is_displayed(), el
+    browser.find_element(By.CSS_SELECTOR, '.tab-button[data-tab="video"]').click()
+    for el in ("video-job", "video-result", "video-player"):
+        assert not browser.find_element(By.ID, el).is_displayed(), el
+
+
+def test_faces_are_numbered_left_to_right_on_boxes_and_cards_and_highlight_together(browser, base_url):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    photo = PHOTOS / "test_image.jpg"  # 2048x1536, six faces
+    _open_ui(browser, base_url)
+    browser.find_element(By.ID, "photo-input").send_keys(str(photo))
+    WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "photo-result").get_attribute("data-count"))
+    files = {"file": (photo.name, photo.read_bytes(), "image/jpeg")}
+    api = sorted(f["box"] for f in httpx.post(f"{base_url}v1/predict", files=files, timeout=60).json()["faces"])
+    assert len(api) == 6
+    boxes = browser.execute_script("return state.photo.faces.map(f => f.box)")
+    assert boxes == sorted(api, key=lambda b: (b[0], b[1]))  # left to right
+    cards = browser.find_elements(By.CSS_SELECTOR, "#photo-faces .face-card")
+    numbers = [c.find_element(By.CSS_SELECTOR, ".face-number").text for c in cards]
+    assert numbers == ["1", "2", "3", "4", "5", "6"]
+    tags = browser.find_element(By.ID, "photo-canvas").get_attribute("data-tags").split("|")
+    assert [t.split()[0] for t in tags] == numbers  # the box of face n says n, as its card does
+    assert [t.split()[1] for t in tags] == [c.get_attribute("data-label") for c in cards]
+
+    # In-page: the canvas before and after a hover, and how many pixels changed near a box and elsewhere.
+    snapshot = ("const c = document.getElementById('photo-canvas');"
+                "window.before = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;")
+    changed = """
+        const bx = arguments[0], before = window.before, c = document.getElementById('photo-canvas');
+        const now = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let inside = 0, outside = 0;
+        for (let i = 0; i < now.length; i += 4) {
+            if (now[i] === before[i] && now[i + 1] === before[i + 1] && now[i + 2] === before[i + 2]) continue;
+            const x = (i / 4) % c.width, y = Math.floor(i / 4 / c.width);
+            if (x >= bx[0] - 40 && x <= bx[0] + bx[2] + 40 && y >= bx[1] - 60 && y <= bx[1] + bx[3] + 40) inside++;
+            else outside++;
+        }
+        return [inside, outside];"""
+    browser.execute_script(snapshot)
+    # Hovering card 2 draws box 2 thicker, with a white rim, and nothing else.
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", cards[1])
+    ActionChains(browser).move_to_element(cards[1]).perform()
+    WebDriverWait(browser, 5).until(lambda d: d.find_element(By.ID, "photo-canvas").get_attribute("data-highlight") == "2")
+    assert "highlight" in cards[1].get_attribute("class")
+    inside, outside = browser.execute_script(changed, boxes[1])
+    assert inside > 500 and outside == 0
+    # Hovering box 5 on the photo lights up card 5.
+    canvas = browser.find_element(By.ID, "photo-canvas")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+    scale = canvas.rect["width"] / 2048
+    x, y, w, h = boxes[4]
+    dx, dy = (x + w / 2) * scale - canvas.rect["width"] / 2, (y + h / 2) * scale - canvas.rect["height"] / 2
+    ActionChains(browser).move_to_element_with_offset(canvas, int(dx), int(dy)).perform()
+    WebDriverWait(browser, 5).until(lambda d: "highlight" in cards[4].get_attribute("class"))
+    assert [("highlight" in c.get_attribute("class")) for c in cards] == [False] * 4 + [True, False]
+    assert canvas.get_attribute("data-highlight") == "5"
+
+
+def test_a_photo_on_the_video_tab_says_a_video_was_expected(browser, base_url, tmp_path):
+    _open_ui(browser, base_url)
+    browser.find_element(By.CSS_SELECTOR, '.tab-button[data-tab="video"]').click()
+    status = browser.find_element(By.ID, "video-status")
+    jobs = httpx.get(f"{base_url}health", timeout=10).json()["video_jobs"]
+    # A .jpg: refused in the browser, before any upload.
+    browser.find_element(By.ID, "video-input").send_keys(str(PHOTOS / "kit_with_rose.jpg"))
+    WebDriverWait(browser, 10).until(lambda d: status.get_attribute("data-state") == "failed")
+    assert "is a photo, not a video" in status.text and "video file (MP4" in status.text
+    assert status.is_displayed() and not browser.find_element(By.ID, "video-result").is_displayed()
+    assert not browser.find_element(By.ID, "video-progress").is_displayed()
+    # A JPEG under a video's name: the server refuses it (415) and the page shows the server's words.
+    disguised = tmp_path / "holiday.mp4"
+    disguised.write_bytes((PHOTOS / "kit_with_rose.jpg").read_bytes())
+    browser.find_element(By.ID, "video-input").send_keys(str(disguised))
+    WebDriverWait(browser, 30).until(lambda d: "JPEG image" in status.text)
+    assert status.get_attribute("data-state") == "failed"
+    assert "holiday.mp4: the upload is a JPEG image, not a video: expected a video file (MP4" in status.text
+    assert status.value_of_css_property("color") == "rgba(198, 40, 40, 1)"  # shown as an error
+    assert not browser.find_element(By.ID, "video-result").is_displayed()
+    assert httpx.get(f"{base_url}health", timeout=10).json()["video_jobs"] == jobs  # no job was made
+
+
+def test_choose_a_photo_is_reached_with_tab_and_opened_with_enter(browser, base_url):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    _open_ui(browser, base_url)  # a fresh page: the focus starts at the top
+    reached = []
+    for _ in range(12):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        reached.append(browser.execute_script("return document.activeElement.id || document.activeElement.tagName"))
+        if reached[-1] == "photo-input":
+            break
+    assert reached[-1] == "photo-input", reached  # tabs, model, detector, then the photo button
+    label = browser.find_element(By.CSS_SELECTOR, "#photo-drop .file-button")
+    assert label.value_of_css_property("outline-style") == "solid"  # the focus is visible on the button
+    # Enter opens the file chooser (a click on the input; stopped here before the dialog would open).
+    browser.execute_script("""window.chooserOpened = false;
+        document.getElementById('photo-input').addEventListener('click', e => { window.chooserOpened = true;
+        e.preventDefault(); }, {once: true});""")
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    assert browser.execute_script("return window.chooserOpened") is True
+
+
+def test_api_docs_pages_load_nothing_from_outside(browser, base_url):
+    browser.get(base_url)
+    browser.get_log("browser")  # drop what earlier pages logged
+    browser.get(f"{base_url}redoc")
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".menu-content li"))
+    WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "img[alt='redocly logo']"))
+    time.sleep(0.5)  # the footer's logo loads after the first render
+    assert _resources_are_local(browser, base_url) == []
+    assert _severe_console(browser) == []
+    browser.get(f"{base_url}docs")
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .opblock"))
+    assert _resources_are_local(browser, base_url) == []
+    assert _severe_console(browser) == []
+
+
+def test_a_photo_without_faces_says_so_and_what_to_try(browser, base_url, tmp_path):
+    background = tmp_path / "background.jpg"  # the lower left of a real photo: no face in it
+    cv2.imwrite(str(background), cv2.imread(str(PHOTOS / "two_people.jpg"))[450:661, 0:400])
+    _open_ui(browser, base_url)
+    browser.find_element(By.ID, "photo-input").send_keys(str(background))
+    result = WebDriverWait(browser, 60).until(
+        lambda d: (el := d.find_element(By.ID, "photo-result")).get_attribute("data-count") and el)
+    assert result.get_attribute("data-count") == "0"
+    note = browser.find_element(By.ID, "photo-empty")
+    assert note.is_displayed()
+    assert "No face was found" in note.text and "Haar detector" in note.text and "larger image" in note.text
+    summary = browser.find_element(By.ID, "photo-summary").text
+    assert summary.startswith("No face found in 400×211") and "0 face" not in summary
+
+
+def _start_live(browser, base_url: str, frames: int = 2) -> None:
+    _open_ui(browser, base_url)
+    browser.find_element(By.CSS_SELECTOR, '.tab-button[data-tab="live"]').click()
+    browser.find_element(By.ID, "live-start").click()
+    WebDriverWait(browser, 60).until(
+        lambda d: int(d.find_element(By.ID, "live-status").get_attribute("data-frames") or 0) >= frames)
+
+
+def test_stop_clears_the_live_view_and_says_stopped(browser, base_url):
+    _start_live(browser, base_url)
+    assert browser.find_element(By.ID, "live-result").is_displayed()
+    browser.find_element(By.ID, "live-stop").click()
+    status = browser.find_element(By.ID, "live-status")
+    WebDriverWait(browser, 10).until(lambda d: status.get_attribute("data-state") == "stopped")
+    assert status.text.startswith("Stopped after") and status.is_displayed()
+    assert not browser.find_element(By.ID, "live-result").is_displayed()
+    assert browser.find_elements(By.CSS_SELECTOR, "#live-faces .face-card") == []
+    painted = browser.execute_script("""const c = document.getElementById('live-canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;""")
+    assert painted == 0  # no last frame left behind
+    time.sleep(0.5)
+    assert status.get_attribute("data-state") == "stopped"  # no late answer repaints it
+    assert browser.find_element(By.ID, "live-start").is_enabled()
+
+
+def test_the_live_view_sends_the_api_key_as_a_subprotocol_not_in_the_url(browser, base_url):
+    _open_ui(browser, base_url)
+    key = "ui-secret/key+1"
+    try:
+        browser.execute_script("""window.sockets = [];
+            window.WebSocket = class extends WebSocket {
+                constructor(url, protocols) { super(url, protocols); window.sockets.push([String(url), protocols]); } };
+            const box = document.getElementById('api-key'); box.value = arguments[0];
+            box.dispatchEvent(new Event('change'));""", key)
+        browser.find_element(By.CSS_SELECTOR, '.tab-button[data-tab="live"]').click()
+        browser.find_element(By.ID, "live-start").click()
+        # Frames come back: Chromium accepted the server's answer to the subprotocols it offered.
+        WebDriverWait(browser, 60).until(
+            lambda d: int(d.find_element(By.ID, "live-status").get_attribute("data-frames") or 0) >= 2)
+        (url, protocols), = browser.execute_script("return window.sockets")
+        assert "api_key" not in url and "secret" not in url
+        import base64
+
+        assert protocols == ["ferkit", "ferkit.key." + base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")]
+        browser.find_element(By.ID, "live-stop").click()
+    finally:
+        browser.execute_script("localStorage.removeItem('ferkit-api-key')")
+
+
+def test_annotated_video_plays_in_the_browser(browser, base_url, tmp_path):
+    from test_video_writer import clip_with_sound, probe
+
+    clip = clip_with_sound(tmp_path / "clip.mp4", 40)
+    with open(clip, "rb") as fh:
+        job = httpx.post(f"{base_url}v1/videos", files={"file": ("clip.mp4", fh, "video/mp4")},
+                         params={"detect_every": 3}, timeout=60).json()
+    t0 = time.time()
+    while (state := httpx.get(f"{base_url}v1/videos/{job['id']}?results=false", timeout=10).json())["status"] != "done":
+        assert state["status"] in ("queued", "running") and time.time() - t0 < 90, state
+        time.sleep(0.3)
+    annotated = tmp_path / "annotated.mp4"
+    annotated.write_bytes(httpx.get(f"{base_url}v1/videos/{job['id']}/video", timeout=30).content)
+    got, source = probe(annotated), probe(clip)
+    assert got["codec"] == "h264" and got["pix_fmt"] == "yuv420p" and got["audio"] == "aac"
+    assert got["frames"] == source["frames"] == 40 and got["size"] == source["size"] == (640, 360)
+    # The download itself, in a <video> element: it starts, and time runs.
+    _open_ui(browser, base_url)
+    browser.execute_script("""const v = document.createElement('video');
+        v.id = 'annotated-test'; v.muted = true; v.src = arguments[0]; document.body.append(v);
+        v.play().catch(e => { window.playError = String(e); });""", f"v1/videos/{job['id']}/video")
+    playing = "const v = document.getElementById('annotated-test'); return [v.currentTime, v.error && v.error.message]"
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script(playing)[0] > 0.4 or d.execute_script(playing)[1])
+    current, error = browser.execute_script(playing)
+    assert error is None and browser.execute_script("return window.playError || null") is None
+    assert current > 0.4
+    assert browser.execute_script("return document.getElementById('annotated-test').videoWidth") == 640

@@ -18,7 +18,9 @@ function colour(name) {
 const $ = (id) => document.getElementById(id);
 const state = {
   apiKey: localStorage.getItem("ferkit-api-key") || "",
-  photo: null,      // last /v1/predict answer
+  photo: null,      // last /v1/predict answer, its faces ordered left to right
+  photoBitmap: null,  // the photo, to redraw it when a face is highlighted
+  photoHighlight: null,  // index of the face whose box and card are highlighted
   video: null,      // finished video job (with results)
   videoTimes: [],   // results[i].time_s, for the binary search
   live: null,       // {stream, ws, running, frames, t0}
@@ -82,45 +84,69 @@ async function loadModels() {
 
 function pct(p) { return `${Math.round(100 * p)}%`; }
 
-function faceTag(face) {
-  const id = face.track_id === null || face.track_id === undefined ? "" : `#${face.track_id} `;
-  return `${id}${face.label} ${pct(face.probs[face.label])}`;
+// What names a face on its box and on its card: its track (video, live) or its place from the left (photo).
+function faceName(face, index) {
+  return face.track_id === null || face.track_id === undefined ? `${index + 1}` : `#${face.track_id}`;
 }
 
-// Boxes and label tags of `faces` (in image pixels) on a context whose canvas has the image's size.
-function drawFaces(ctx, faces, width) {
+function faceTag(face, index) {
+  return `${faceName(face, index)} ${face.label} ${pct(face.probs[face.label])}`;
+}
+
+function leftToRight(faces) {  // the order of the numbers on boxes and cards
+  return [...faces].sort((a, b) => a.box[0] - b.box[0] || a.box[1] - b.box[1]);
+}
+
+// Boxes and numbered label tags of `faces` (in image pixels) on a context whose canvas has the image's size;
+// the face at index `highlight` gets a thick box with a white rim.
+function drawFaces(ctx, faces, width, highlight = null) {
   const s = Math.max(1, width / 640);
   ctx.save();
-  ctx.lineWidth = 2 * s;
   ctx.font = `${Math.round(14 * s)}px system-ui, sans-serif`;
   ctx.textBaseline = "top";
-  for (const f of faces) {
+  const tags = [];
+  faces.forEach((f, i) => {
     const [x, y, w, h] = f.box;
     const c = colour(f.label);
+    if (i === highlight) {
+      ctx.strokeStyle = "#fff";
+      ctx.lineWidth = 8 * s;
+      ctx.strokeRect(x, y, w, h);
+    }
     ctx.strokeStyle = c;
+    ctx.lineWidth = (i === highlight ? 4 : 2) * s;
     ctx.strokeRect(x, y, w, h);
-    const tag = faceTag(f);
+    const tag = faceTag(f, i);
+    tags.push(tag);
     const tw = ctx.measureText(tag).width + 8 * s, th = 20 * s;
     const ty = y - th >= 0 ? y - th : y;
     ctx.fillStyle = c;
     ctx.fillRect(x, ty, tw, th);
     ctx.fillStyle = ["happy", "neutral", "surprise"].includes(f.label) ? "#000" : "#fff";
     ctx.fillText(tag, x + 4 * s, ty + 3 * s);
-  }
+  });
   ctx.restore();
+  ctx.canvas.dataset.tags = tags.join("|");  // what the boxes say, for tests and for reading back
 }
 
 function faceCard(face, index) {
   const card = document.createElement("div");
   card.className = "face-card";
   card.dataset.label = face.label;
+  card.dataset.index = String(index);
+  card.dataset.name = faceName(face, index);
   const title = document.createElement("div");
   title.className = "face-title";
+  const number = document.createElement("span");
+  number.className = "face-number";
+  number.textContent = faceName(face, index);  // the same number as on the face's box
   const sw = document.createElement("span");
   sw.className = "swatch";
   sw.style.background = colour(face.label);
   const name = face.track_id === null || face.track_id === undefined ? `Face ${index + 1}` : `Track #${face.track_id}`;
-  title.append(sw, `${name}: ${face.label} ${pct(face.probs[face.label])}`);
+  title.append(number, sw, `${face.label} ${pct(face.probs[face.label])}`);
+  title.title = name;
+  card.setAttribute("aria-label", `${name}: ${face.label} ${pct(face.probs[face.label])}`);
   card.append(title);
   for (const [label, p] of Object.entries(face.probs)) {
     const row = document.createElement("div");
@@ -146,12 +172,12 @@ function showFaceCards(container, faces) {
   container.replaceChildren(...faces.map((f, i) => faceCard(f, i)));
 }
 
-function facesCsv(rows) {  // rows: [{frame?, time_s?, face}]
+function facesCsv(rows) {  // rows: [{frame?, time_s?, face}]; "face" is the number on the face's box and card
   const labels = rows.length ? Object.keys(rows[0].face.probs) : [];
   const lines = [["frame", "time_s", "face", "track_id", "x", "y", "w", "h", "score", "label", ...labels].join(",")];
   rows.forEach((r, i) => {
     const f = r.face;
-    lines.push([r.frame ?? 0, r.time_s ?? 0, i, f.track_id ?? "", ...f.box, f.score, f.label,
+    lines.push([r.frame ?? 0, r.time_s ?? 0, i + 1, f.track_id ?? "", ...f.box, f.score, f.label,
       ...labels.map((k) => f.probs[k])].join(","));
   });
   return lines.join("\n") + "\n";
@@ -171,27 +197,75 @@ async function predictPhoto(file) {
     showMessage(`${file.name}: ${e.message}`, true);
     return;
   }
+  result.faces = leftToRight(result.faces);  // numbered 1, 2, ... from the left, on the boxes and on the cards
   state.photo = result;
+  state.photoHighlight = null;
   // Draw the server's decoded size: the browser applies the same EXIF rotation as OpenCV.
-  const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" }).catch(() => null);
+  state.photoBitmap = await createImageBitmap(file, { imageOrientation: "from-image" }).catch(() => null);
   const canvas = $("photo-canvas");
   canvas.width = result.width;
   canvas.height = result.height;
-  const ctx = canvas.getContext("2d");
-  if (bitmap) ctx.drawImage(bitmap, 0, 0, result.width, result.height);
-  drawFaces(ctx, result.faces, result.width);
+  drawPhoto();
   showFaceCards($("photo-faces"), result.faces);
+  for (const card of $("photo-faces").children) card.tabIndex = 0;  // focusing a card highlights its box too
   const labels = result.faces.map((f) => f.label);
   const box = $("photo-result");
   box.dataset.count = String(result.faces.length);
   box.dataset.labels = labels.join(",");
   box.hidden = false;
-  $("photo-summary").textContent = `${result.faces.length} face(s) in ${result.width}×${result.height} · ` +
+  const n = result.faces.length;
+  const found = n ? `${n} face${n === 1 ? "" : "s"}` : "No face found";
+  $("photo-summary").textContent = `${found} in ${result.width}×${result.height} · ` +
     `model ${result.model} · detector ${result.detector} · ${result.time_ms} ms`;
+  const empty = $("photo-empty");
+  empty.hidden = n > 0;
+  empty.textContent = n ? "" : noFaceAdvice(result);
   showMessage("");
 }
 
+// What to try when the detector found no face: the other detector, a larger image.
+function noFaceAdvice(result) {
+  const others = Array.from($("detector-select").options).map((o) => o.value)
+    .filter((d) => d !== "auto" && d !== result.detector);
+  const names = { haar: "the Haar detector", yunet: "the YuNet detector" };
+  const other = others.length ? `try ${others.map((d) => names[d] || d).join(" or ")} (Detector, at the top), or ` : "try ";
+  return `No face was found in this photo (${result.width}×${result.height}). Small, blurred, turned or covered faces ` +
+    `are missed: ${other}a larger image in which each face is at least about 40 pixels wide.`;
+}
+
+function drawPhoto() {
+  const result = state.photo;
+  const canvas = $("photo-canvas");
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  if (state.photoBitmap) ctx.drawImage(state.photoBitmap, 0, 0, result.width, result.height);
+  drawFaces(ctx, result.faces, result.width, state.photoHighlight);
+  canvas.dataset.highlight = state.photoHighlight === null ? "" : faceName(result.faces[state.photoHighlight], state.photoHighlight);
+}
+
+// Highlight face `index` (or none: null) on the photo and its card, so a card can be matched to its box.
+function highlightPhotoFace(index) {
+  if (!state.photo || state.photoHighlight === index) return;
+  state.photoHighlight = index;
+  for (const card of $("photo-faces").children) card.classList.toggle("highlight", Number(card.dataset.index) === index);
+  drawPhoto();
+}
+
+// The face under a mouse event on the photo canvas (the smallest box that holds the point), or null.
+function photoFaceAt(event) {
+  const canvas = $("photo-canvas"), r = canvas.getBoundingClientRect();
+  const x = ((event.clientX - r.left) * canvas.width) / r.width, y = ((event.clientY - r.top) * canvas.height) / r.height;
+  let best = null, area = Infinity;
+  state.photo.faces.forEach((f, i) => {
+    const [bx, by, bw, bh] = f.box;
+    if (x >= bx && x <= bx + bw && y >= by && y <= by + bh && bw * bh < area) { best = i; area = bw * bh; }
+  });
+  return best;
+}
+
 // ------------------------------------------------------------------ video
+
+const VIDEO_EXPECTED = "a video file (MP4, MOV, WebM, MKV, AVI, …)";
 
 function uploadVideo(file) {
   if (!file) return;
@@ -200,6 +274,11 @@ function uploadVideo(file) {
   p.set("smooth", $("smooth").value || "0");
   $("video-result").hidden = true;
   $("video-job").hidden = false;
+  if (file.type.startsWith("image/")) {  // a photo would go up as a one-frame video no player shows
+    setProgress(0, `${file.name} is a photo, not a video: this tab expects ${VIDEO_EXPECTED}. ` +
+      "Recognise photos in the Photo tab.", "failed");
+    return;
+  }
   setProgress(0, `Uploading ${file.name}…`, "uploading");
   const xhr = new XMLHttpRequest();  // XHR rather than fetch: it reports upload progress
   xhr.open("POST", `v1/videos?${p}`);
@@ -224,6 +303,7 @@ function uploadVideo(file) {
 }
 
 function setProgress(fraction, text, stateName) {
+  $("video-progress").hidden = stateName === "failed";  // an empty bar under an error says nothing
   const bar = $("video-progress-bar");
   bar.classList.toggle("indeterminate", fraction === null);
   bar.style.width = fraction === null ? "" : `${(100 * fraction).toFixed(1)}%`;
@@ -398,13 +478,14 @@ async function startLive() {
   video.srcObject = stream;
   await video.play();
   const p = choice();
-  if (state.apiKey) p.set("api_key", state.apiKey);
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${location.pathname.replace(/[^/]*$/, "")}v1/live?${p}`;
-  const ws = new WebSocket(url);
+  // The key travels as a subprotocol, never in the URL (URLs end up in logs and in the browser's history).
+  const ws = new WebSocket(url, state.apiKey ? ["ferkit", `ferkit.key.${base64url(state.apiKey)}`] : ["ferkit"]);
   const live = { stream, ws, running: true, frames: 0, t0: performance.now(), sent: document.createElement("canvas") };
   state.live = live;
   $("live-start").disabled = true;
   $("live-stop").disabled = false;
+  setLiveStatus("Connecting…", "starting");
   ws.onopen = () => { showMessage(""); sendFrame(live); };
   ws.onmessage = (event) => onLiveResult(live, JSON.parse(event.data));
   ws.onclose = () => { if (state.live === live) stopLive(); };
@@ -428,21 +509,32 @@ function onLiveResult(live, result) {
     if (result.status === 401 || result.status === 422) { showMessage(result.error, true); return; }
     showMessage(`frame ${result.frame}: ${result.error}`, true);
   } else {
+    if (!live.running) return;  // an answer that arrived after Stop
     const canvas = $("live-canvas");
     canvas.width = live.sent.width;
     canvas.height = live.sent.height;
     const ctx = canvas.getContext("2d");
     ctx.drawImage(live.sent, 0, 0);
-    drawFaces(ctx, result.faces, canvas.width);
-    showFaceCards($("live-faces"), result.faces);
+    const faces = leftToRight(result.faces);
+    drawFaces(ctx, faces, canvas.width);
+    showFaceCards($("live-faces"), faces);
+    $("live-result").hidden = false;  // shown once there is a picture in it
     live.frames += 1;
     const st = $("live-status");
     st.dataset.frames = String(live.frames);
-    st.dataset.labels = result.faces.map((f) => f.label).join(",");
+    st.dataset.labels = faces.map((f) => f.label).join(",");
     const fps = live.frames / ((performance.now() - live.t0) / 1000);
-    st.textContent = `${live.frames} frames · ${fps.toFixed(1)} frames/s · ${result.faces.length} face(s) · ${result.time_ms} ms on the server`;
+    const n = faces.length;
+    setLiveStatus(`${live.frames} frames · ${fps.toFixed(1)} frames/s · ${n} face${n === 1 ? "" : "s"} · ` +
+      `${result.time_ms} ms on the server`, "running");
   }
   requestAnimationFrame(() => sendFrame(live));  // one frame in flight: the server is never flooded
+}
+
+function setLiveStatus(text, stateName) {
+  const st = $("live-status");
+  st.textContent = text;
+  st.dataset.state = stateName;
 }
 
 function stopLive() {
@@ -455,6 +547,18 @@ function stopLive() {
   $("live-video").srcObject = null;
   $("live-start").disabled = false;
   $("live-stop").disabled = true;
+  // No stale picture: the last frame and its faces go, and the status says the camera is off.
+  const canvas = $("live-canvas");
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  $("live-faces").replaceChildren();
+  $("live-result").hidden = true;
+  setLiveStatus(`Stopped after ${live.frames} frame${live.frames === 1 ? "" : "s"}. Start the camera again to continue.`,
+    "stopped");
+}
+
+function base64url(text) {  // UTF-8, base64url without padding: what a WebSocket subprotocol may hold
+  const bytes = new TextEncoder().encode(text);
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
 // ------------------------------------------------------------------ wiring
@@ -486,6 +590,18 @@ document.addEventListener("DOMContentLoaded", () => {
   $("photo-csv").addEventListener("click", () => {
     if (state.photo) saveBlob(new Blob([facesCsv(state.photo.faces.map((face) => ({ face })))], { type: "text/csv" }), "ferkit-photo.csv");
   });
+  // A card and its box light up together: hover (or focus) a card, or hover a box.
+  const cards = $("photo-faces");
+  for (const [type, on] of [["mouseover", true], ["focusin", true], ["mouseout", false], ["focusout", false]]) {
+    cards.addEventListener(type, (e) => {
+      const card = e.target.closest(".face-card");
+      if (!card) return;
+      if (on) highlightPhotoFace(Number(card.dataset.index));
+      else if (!card.contains(e.relatedTarget)) highlightPhotoFace(null);
+    });
+  }
+  $("photo-canvas").addEventListener("mousemove", (e) => { if (state.photo) highlightPhotoFace(photoFaceAt(e)); });
+  $("photo-canvas").addEventListener("mouseleave", () => highlightPhotoFace(null));
   for (const b of document.querySelectorAll("[data-download]")) b.addEventListener("click", () => downloadVideo(b.dataset.download));
   const player = $("video-player");
   player.addEventListener("play", () => requestAnimationFrame(videoLoop));
