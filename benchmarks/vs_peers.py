@@ -210,10 +210,13 @@ def model_only_fn(rec: Recognizer, crop_bgr: np.ndarray):
     """``(fn, input)``: the bare network call of ``rec`` (torch module or ONNX Runtime session) on a ready tensor."""
     pre = rec.preprocess
     batch = pre.prepare_images([crop_bgr], order="bgr")
-    if rec._onnx is not None:  # the OnnxClassifier: session.run on a float32 array
-        return rec._onnx, pre.to_array(batch)
+    from ferkit.infer.export import OnnxClassifier
+
+    clf = rec.classifier
+    if isinstance(clf, OnnxClassifier):  # session.run on a float32 array
+        return clf, pre.to_array(batch)
     x = pre.to_tensor(batch)  # (1, C, S, S), float, normalised
-    net = rec._model
+    net = clf.model  # TorchClassifier
 
     def call(t):
         with torch.inference_mode():

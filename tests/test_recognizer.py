@@ -17,6 +17,7 @@ from PIL import Image
 import ferkit
 from ferkit.engine.checkpoint import save_checkpoint
 from ferkit.engine.preprocess import Preprocess
+from ferkit.infer.align import crop_faces
 from ferkit.infer.recognizer import Recognizer, as_bgr
 from ferkit.infer.results import Face
 from ferkit.labels import FER5
@@ -228,6 +229,49 @@ def test_any_ferkit_checkpoint_works_with_its_own_preprocessing(tmp_path):
             expected = torch.softmax(model(x_in), 1)[0].numpy()
         assert tuple(f.probs) == FER5
         assert np.allclose(list(f.probs.values()), expected, atol=1e-5)
+
+
+class _BrightnessClassifier:
+    """A stub classifier: 'bright' is the mean grey level of the prepared face; it records every batch it gets."""
+
+    def __init__(self):
+        self.preprocess = Preprocess(input_size=32, channels=1, mean=(0.5,), std=(0.25,), label_names=("dark", "bright"),
+                                     crop_margin=0.1)
+        self.batches: list[np.ndarray] = []
+
+    def probs(self, batch: np.ndarray) -> np.ndarray:
+        self.batches.append(batch)
+        bright = batch.reshape(len(batch), -1).mean(1, dtype=np.float64) / 255
+        return np.stack([1 - bright, bright], 1).astype(np.float32)
+
+
+def test_a_recognizer_classifies_with_the_classifier_it_is_given(monkeypatch, two_people):
+    import ferkit.infer.recognizer as R
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a recognizer given a classifier must load no model")
+
+    monkeypatch.setattr(R, "load_model", no_loading)
+    stub = _BrightnessClassifier()
+    rec = Recognizer(detector="yunet", yunet_path=YUNET, classifier=stub)
+    assert rec.classifier is stub and rec.preprocess is stub.preprocess and rec.label_names == ("dark", "bright")
+    faces = rec(PHOTOS / "two_people.jpg")
+    assert len(faces) == 2  # the detector still finds both people
+    (batch,) = stub.batches  # both faces in one call, prepared as the stub's own Preprocess says
+    assert batch.dtype == np.uint8 and batch.shape == (2, 32, 32)
+    geo = rec.crop_geometry
+    crops = crop_faces(two_people, rec.detect(two_people), geo.margin, geo.offset_y, geo.align)
+    assert np.array_equal(batch, stub.preprocess.prepare_images(crops, order="bgr"))
+    for face, crop in zip(faces, batch):
+        assert tuple(face.probs) == ("dark", "bright")
+        assert abs(face.probs["bright"] - crop.mean() / 255) < 1e-6
+        assert face.label == ("bright" if crop.mean() > 127.5 else "dark")
+    # A classifier whose rows do not match the faces, or an object that is no classifier, is refused by name.
+    stub.probs = lambda batch: np.zeros((len(batch), 3), np.float32)
+    with pytest.raises(ValueError, match=r"returned shape \(2, 3\) for 2 faces; expected \(2, 2\)"):
+        rec(two_people)
+    with pytest.raises(TypeError, match="classifier: expected an object with .preprocess and .probs"):
+        Recognizer(detector="haar", classifier=object())
 
 
 def test_default_model_loads_and_predicts_with_no_network(monkeypatch, tmp_path, two_people):

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from ferkit.infer.results import Detection
+from ferkit.runtime import models_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +46,6 @@ _fallback_noticed = False  # the "auto -> Haar" notice is logged once per proces
 
 
 # ------------------------------------------------------------------ YuNet weights
-
-
-def models_dir() -> Path:
-    """``$FERKIT_CACHE/models`` or ``~/.cache/ferkit/models``: downloaded detector weights, exported models."""
-    base = os.environ.get("FERKIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ferkit")
-    return Path(base) / "models"
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _download(url: str, dest: Path, sha256: str, timeout: float = 60.0) -> Path:

@@ -236,8 +236,10 @@ class OnnxClassifier:
 
     ``OnnxClassifier(path)(x)`` maps a normalised float batch ``(N, C, S, S)``
     (``self.preprocess.to_tensor(...)``) to logits ``(N, K)``; :meth:`probs`
-    gives softmax probabilities. ``threads`` sets ONNX Runtime's intra-op
-    threads (None: its default, all cores). ``spinning=False`` makes idle
+    gives softmax probabilities, also for uint8 face crops as
+    ``preprocess.prepare_images`` gives them, which makes it a
+    :class:`~ferkit.infer.recognizer.Classifier`. ``threads`` sets ONNX
+    Runtime's intra-op threads (None: its default, all cores). ``spinning=False`` makes idle
     worker threads sleep instead of busy-waiting: in a video loop the face
     detector's OpenCV threads run between classifier calls, and spinning
     workers steal their cores (measured on 2 cores: 2-4x fewer frames/s).
@@ -281,9 +283,15 @@ class OnnxClassifier:
         """This classifier as a torch module (CPU, inference only), for code written for torch models."""
         return OnnxModule(self)
 
-    def probs(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Softmax probabilities ``(N, K)``."""
-        e = self(x)
+    def probs(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Softmax probabilities ``(N, K)`` float32.
+
+        ``batch``: uint8 face crops ``(N, S, S[, 3])``, normalised here with ``Preprocess.to_array``
+        (the Recognizer's input), or a float batch already normalised ``(N, C, S, S)`` as :meth:`__call__` takes.
+        """
+        if batch.dtype in (np.uint8, torch.uint8):
+            batch = self.preprocess.to_array(np.asarray(batch))  # (N, C, S, S), float32, normalised
+        e = self(batch)
         e -= e.max(1, keepdims=True)
         np.exp(e, out=e)
         e /= e.sum(1, keepdims=True)

@@ -7,6 +7,11 @@
 Any ferkit checkpoint works: input size, channels, normalisation, face-crop
 margin and label names come from the :class:`~ferkit.engine.preprocess.Preprocess`
 stored in it, so deployment prepares faces exactly as training did.
+
+The network itself sits behind a :class:`Classifier` (prepared uint8 crops in,
+probabilities out): :class:`TorchClassifier` for checkpoints,
+:class:`~ferkit.infer.export.OnnxClassifier` for ONNX Runtime, or any object
+passed as ``Recognizer(classifier=...)`` (the server's batched one, a stub in tests).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -21,11 +27,14 @@ import torch.nn.functional as F
 
 from ferkit.engine.checkpoint import DEFAULT_MODEL, load_model, resolve_checkpoint_path
 from ferkit.engine.preprocess import Preprocess
-from ferkit.engine.trainer import select_device
 from ferkit.imageio import read_bgr, to_model_channels, to_uint8
 from ferkit.infer.align import crop_faces
-from ferkit.infer.detectors import FaceDetector, create_detector, models_dir, sha256_file
+from ferkit.infer.detectors import FaceDetector, create_detector
 from ferkit.infer.results import Detection, Face
+from ferkit.runtime import models_dir, select_device, sha256_file
+
+if TYPE_CHECKING:
+    from ferkit.infer.export import OnnxClassifier
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +131,67 @@ def _int8_path_for(model: str | Path) -> Path:
                      "and pass model='model_int8.onnx' (only the shipped 'default' model comes quantized)")
 
 
+@runtime_checkable
+class Classifier(Protocol):
+    """What the Recognizer classifies faces with: prepared face crops in, expression probabilities out.
+
+    ``preprocess`` is the checkpoint's :class:`Preprocess` (input size, channels, labels, crop
+    geometry); ``probs`` takes a batch exactly as ``preprocess.prepare_images`` gives it.
+    """
+
+    preprocess: Preprocess
+
+    def probs(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 ``(N, S, S)`` or ``(N, S, S, 3)`` -> float32 ``(N, K)`` over ``preprocess.label_names``."""
+        ...
+
+
+class TorchClassifier:
+    """A PyTorch model as a :class:`Classifier` (``Preprocess.to_tensor`` normalises, softmax at the end)."""
+
+    def __init__(self, model: torch.nn.Module, preprocess: Preprocess, device: torch.device):
+        if device.type == "cpu":
+            # channels_last: 5-25% faster convolutions on CPU (measured with the default model), same results.
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.device = device
+
+    @classmethod
+    def load(cls, model: str | Path, device: torch.device) -> TorchClassifier:
+        """``model``: "default", a checkpoint file or a run folder, loaded weights-only onto ``device``."""
+        net, pre = load_model(model, device)
+        return cls(net, pre, device)
+
+    def probs(self, batch: np.ndarray) -> np.ndarray:
+        x = self.preprocess.to_tensor(batch, self.device)  # (n, C, S, S), float, normalised
+        if x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)  # matches the model's layout (see __init__)
+        with torch.inference_mode():
+            logits = self.model(x)
+        return F.softmax(logits.float(), dim=1).cpu().numpy()
+
+
+def _onnx_classifier(model: str | Path, backend: str, device: torch.device, threads: int | None) -> OnnxClassifier:
+    """The :class:`~ferkit.infer.export.OnnxClassifier` for ``backend`` "onnx" or "onnx-int8" (CUDA when asked and present)."""
+    from ferkit.infer.export import OnnxClassifier
+
+    if str(model).lower().endswith(".onnx"):
+        path = Path(model)
+    else:
+        path = _int8_path_for(model) if backend == "onnx-int8" else _onnx_path_for(model)
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+    clf = OnnxClassifier(path, threads=threads, providers=providers)
+    if backend == "onnx-int8" and not clf.model_spec.get("quantized"):
+        log.warning("%s is not an int8 file (made without `ferkit export --int8`): running it as it is", path)
+    return clf
+
+
 class Recognizer:
     """Detect faces, crop them as the model was trained, and classify their expressions.
 
@@ -134,47 +204,41 @@ class Recognizer:
     both figures). ``batch_size``: faces per forward pass.
     ``threads``: classifier threads (None: leave the default); for the torch
     backend this sets ``torch.set_num_threads``, which is process-wide.
+    ``classifier``: a ready :class:`Classifier` to use instead of loading
+    ``model``; ``model`` and ``backend`` then only name it.
     """
 
     def __init__(self, model: str | Path = "default", detector: str | FaceDetector = "auto", device: str = "auto",
                  backend: str = "torch", yunet_path: str | Path | None = None, batch_size: int = 64,
-                 threads: int | None = None, score_threshold: float = 0.6):
+                 threads: int | None = None, score_threshold: float = 0.6, classifier: Classifier | None = None):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        is_onnx_file = str(model).lower().endswith(".onnx")
-        if is_onnx_file and backend == "torch":
-            log.info("%s is an ONNX file: using the onnx backend", model)
-            backend = "onnx"
+        if classifier is not None and not isinstance(classifier, Classifier):
+            raise TypeError(f"classifier: expected an object with .preprocess and .probs(batch), "
+                            f"got a {type(classifier).__name__}")
+        self.device = select_device(device)
+        if classifier is None:
+            if str(model).lower().endswith(".onnx") and backend == "torch":
+                log.info("%s is an ONNX file: using the onnx backend", model)
+                backend = "onnx"
+            if backend == "torch":
+                if threads:
+                    torch.set_num_threads(int(threads))
+                classifier = TorchClassifier.load(model, self.device)
+            else:
+                classifier = _onnx_classifier(model, backend, self.device, threads)
+        self.classifier: Classifier = classifier
         self.backend = backend
         self.batch_size = int(batch_size)
-        self.device = select_device(device)
-        self._model: torch.nn.Module | None = None
-        self._onnx = None
-        if backend == "torch":
-            if threads:
-                torch.set_num_threads(int(threads))
-            self._model, self.preprocess = load_model(model, self.device)
-            if self.device.type == "cpu":
-                # channels_last: 5-25% faster convolutions on CPU (measured with the default model), same results.
-                self._model = self._model.to(memory_format=torch.channels_last)
-        else:
-            from ferkit.infer.export import OnnxClassifier
-
-            path = Path(model) if is_onnx_file else _int8_path_for(model) if backend == "onnx-int8" else _onnx_path_for(model)
-            providers = ["CPUExecutionProvider"]
-            if self.device.type == "cuda":
-                import onnxruntime as ort
-
-                if "CUDAExecutionProvider" in ort.get_available_providers():
-                    providers.insert(0, "CUDAExecutionProvider")
-            self._onnx = OnnxClassifier(path, threads=threads, providers=providers)
-            self.preprocess = self._onnx.preprocess
-            if backend == "onnx-int8" and not self._onnx.model_spec.get("quantized"):
-                log.warning("%s is not an int8 file (made without `ferkit export --int8`): running it as it is", path)
         self.model_name = str(model)
         self.detector = create_detector(detector, yunet_path=yunet_path, score_threshold=score_threshold)
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """The model's preprocessing (input size, channels, normalisation, labels, crop geometry)."""
+        return self.classifier.preprocess
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -197,22 +261,18 @@ class Recognizer:
 
     def classify_crops(self, crops_bgr: list[np.ndarray]) -> np.ndarray:
         """Expression probabilities ``(N, K)`` float32 for BGR face crops of any size (over ``label_names``)."""
-        step = self.batch_size
-        out = [self._probs(self.preprocess.prepare_images(crops_bgr[i : i + step], order="bgr"))  # uint8 (n, S, S[, 3]) in
-               for i in range(0, len(crops_bgr), step)]
+        step, k = self.batch_size, len(self.label_names)
+        out = []
+        for i in range(0, len(crops_bgr), step):
+            batch = self.preprocess.prepare_images(crops_bgr[i : i + step], order="bgr")  # uint8 (n, S, S[, 3])
+            probs = np.asarray(self.classifier.probs(batch))
+            if probs.shape != (len(batch), k):  # a plugged-in classifier that disagrees with its own label set
+                raise ValueError(f"classifier {type(self.classifier).__name__} returned shape {probs.shape} for "
+                                 f"{len(batch)} faces; expected ({len(batch)}, {k}) over {list(self.label_names)}")
+            out.append(probs)
         if len(out) == 1:
             return out[0]
-        return np.concatenate(out) if out else np.zeros((0, len(self.label_names)), np.float32)
-
-    def _probs(self, batch: np.ndarray) -> np.ndarray:
-        if self._onnx is not None:
-            return self._onnx.probs(self.preprocess.to_array(batch))
-        x = self.preprocess.to_tensor(batch, self.device)  # (n, C, S, S), float, normalised
-        if x.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)  # matches the model's layout (see __init__)
-        with torch.inference_mode():
-            logits = self._model(x)
-        return F.softmax(logits.float(), dim=1).cpu().numpy()
+        return np.concatenate(out) if out else np.zeros((0, k), np.float32)
 
     def recognize_frames(self, frames_bgr: list[np.ndarray],
                          detections: list[list[Detection]] | None = None) -> list[list[Face]]:

@@ -6,6 +6,10 @@ most ``max_wait_ms`` for more once the first has arrived), runs the model once o
 all of them, and hands each request its own rows back. Under load the model
 sees large batches (cheaper per crop); an idle server answers a lone request at
 once, since the wait only matters while the batch is still small.
+
+:class:`BatchedClassifier` puts a model behind a batcher as a
+:class:`~ferkit.infer.recognizer.Classifier`, so the server's recognizers use
+it like any other classifier.
 """
 
 from __future__ import annotations
@@ -17,8 +21,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
+
+from ferkit.engine.preprocess import Preprocess
+from ferkit.infer.recognizer import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +86,7 @@ class MicroBatcher:
         self._thread = threading.Thread(target=self._worker, name=f"ferkit-{name}", daemon=True)
         self._thread.start()
 
-    def __enter__(self) -> MicroBatcher:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -146,7 +154,7 @@ class MicroBatcher:
                 out = np.asarray(self.fn(items)) if items else None
                 if out is not None and len(out) != len(items):
                     raise RuntimeError(f"{self.name}: model returned {len(out)} rows for {len(items)} inputs")
-            except BaseException as exc:  # noqa: BLE001 - handed to every waiting request, the worker lives on
+            except BaseException as exc:  # handed to every waiting request; the worker lives on
                 log.exception("%s: batch of %d failed", self.name, len(items))
                 for r in batch:
                     r.future.set_exception(exc)
@@ -160,3 +168,36 @@ class MicroBatcher:
                 k = len(r.items)
                 r.future.set_result(out[start:start + k] if out is not None else np.zeros((0, 0), np.float32))
                 start += k
+
+
+class BatchedClassifier:
+    """A :class:`~ferkit.infer.recognizer.Classifier` whose calls, from any number of threads, meet in one batcher.
+
+    ``probs`` hands its prepared crops to a :class:`MicroBatcher` whose worker
+    runs ``base`` once on the crops of every request pending, so requests,
+    live connections and video jobs share the model (no copy, no lock) and it
+    sees large batches under load. A combined batch holds at most ``max_batch``
+    crops, or one request's crops when that request alone has more.
+    """
+
+    def __init__(self, base: Classifier, max_batch: int = 64, max_wait_ms: float = 2.0, name: str = "batcher",
+                 on_start: Callable[[], None] | None = None):
+        self.base = base
+        self.batcher = MicroBatcher(self._run, max_batch=max_batch, max_wait_ms=max_wait_ms, name=name, on_start=on_start)
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.base.preprocess
+
+    def probs(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 ``(N, S, S[, 3])`` -> float32 ``(N, K)``; blocks until the batcher's worker has run them."""
+        if not len(batch):
+            return np.zeros((0, len(self.preprocess.label_names)), np.float32)
+        return self.batcher.submit(list(batch))  # one row per crop, so other requests' rows can join them
+
+    def _run(self, rows: list[np.ndarray]) -> np.ndarray:
+        return self.base.probs(np.stack(rows))  # in the worker thread: (n, S, S[, 3]) uint8 -> (n, K)
+
+    def close(self) -> None:
+        """Serve what is queued, then stop the worker."""
+        self.batcher.close()
