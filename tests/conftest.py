@@ -16,9 +16,12 @@ VIDEO = SHARED / "data" / "video" / "short_hamilton_clip.mp4"
 YUNET = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
 
 
-def pytest_configure(config):
-    if not FER_ROOT.is_dir():
-        raise pytest.UsageError(f"real test data not found at {SHARED}; set FERKIT_SHARED to the shared/ folder")
+@pytest.hookimpl(trylast=True)  # after ``-m`` has deselected what will not run
+def pytest_collection_modifyitems(config, items):
+    """The real-data tier needs ../shared; the unit tier (``pytest -m unit``) runs without it."""
+    if not FER_ROOT.is_dir() and any(item.get_closest_marker("unit") is None for item in items):
+        raise pytest.UsageError(f"real test data not found at {SHARED}; set FERKIT_SHARED to the shared/ folder, "
+                                "or run only the unit tests: pytest -m unit")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -63,3 +66,20 @@ def make_fer_slice(dest: Path, per_class: dict[str, int] | int = 20, seed: int =
 def fer_slice(tmp_path) -> Path:
     """A fresh 20-per-class-per-split real FER2013 slice (Kaggle layout) in a temp folder."""
     return make_fer_slice(tmp_path / "fer_slice", 20)
+
+
+def make_png_bomb(path: Path, side: int = 30000) -> Path:
+    """A real PNG declaring ``side`` x ``side`` black pixels (900 MP by default) in about 100 KB: 1-bit grey,
+    deflated row by row, so writing it never holds more than one row in memory (decoding it would take GBs)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    deflate = zlib.compressobj(9)
+    row = b"\0" * (1 + (side + 7) // 8)  # filter byte + the row's bits
+    body = b"".join(deflate.compress(row) for _ in range(side)) + deflate.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit grey, no interlace
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path

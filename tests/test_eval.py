@@ -213,6 +213,68 @@ def test_eval_errors_name_the_bad_input(trained, tmp_path, capsys):
     assert "privatetest" in capsys.readouterr().err.lower()  # the split error lists the valid names
 
 
+class NotWeights:
+    """Any Python object in a checkpoint: torch's weights-only loader refuses to unpickle it."""
+
+    def __init__(self):
+        self.payload = "whatever runs when this is unpickled"
+
+
+def test_a_checkpoint_holding_objects_is_refused_without_advice_to_run_it(tmp_path, capsys):
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "ferkit", "model": NotWeights()}, evil)
+    for cmd in (["eval", "--model", str(evil)], ["predict", str(FER_ROOT / "test" / "happy"), "--model", str(evil),
+                                                 "--out", str(tmp_path / "out")]):
+        assert main(cmd) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert f"{evil}: not a safe ferkit checkpoint" in err and "NotWeights" in err
+        assert "weights_only" not in err and "trusted source" not in err  # never advise running the file's code
+
+
+def test_eval_asks_for_data_when_the_stored_path_is_not_found_from_here(tmp_path, capsys, monkeypatch):
+    """The shipped model names the dataset as ../shared/data/fer2013, relative to where it was trained."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval"]) == 1
+    err = capsys.readouterr().err
+    assert "trained on ../shared/data/fer2013, which is not found from here" in err and "--data PATH" in err
+
+
+def test_split_all_scores_a_flat_folder_of_class_folders(trained, tmp_path, capsys):
+    flat = tmp_path / "flat"  # root/<class>/*.jpg: a user's own labelled faces, no split folders or Kaggle names
+    for i, f in enumerate(sorted(trained["root"].glob("test/*/PrivateTest_*.jpg"))):
+        (flat / f.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, flat / f.parent.name / f"face_{i:03d}.jpg")
+    n = sum(1 for _ in flat.rglob("*.jpg"))
+    # The default split is empty there: the error says how to score the folder.
+    assert main(["eval", "--model", str(trained["run"]), "--data", str(flat)]) == 1
+    assert "--split all scores every image" in capsys.readouterr().err
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(trained["run"]), "--data", str(flat), "--split", "all", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["split"] == "all" and m["n"] == n == len(trained["private"])
+    assert "training split" not in printed and "every image of a dataset other than" in printed
+    # the same images, the same predictions as when they are scored as the test split of the Kaggle layout
+    same = tmp_path / "same"
+    assert main(["eval", "--model", str(trained["run"]), "--data", str(trained["root"]), "--out", str(same)]) == 0
+    assert json.loads((same / "metrics.json").read_text())["confusion_matrix"] == m["confusion_matrix"]
+
+
+def test_never_predicted_classes_are_called_out():
+    from ferkit.engine.evaluate import format_summary
+    from ferkit.report.metrics import never_predicted
+
+    names = ["angry", "happy", "sad", "surprise"]
+    y = np.array([0, 0, 1, 1, 2, 2])  # surprise has no image: not "never predicted", just absent
+    probs = np.eye(4)[[0, 1, 1, 1, 1, 0]]  # sad is never predicted
+    m = classification_metrics(y, probs, names)
+    assert never_predicted(m) == ["sad"] and m["per_class"]["sad"]["f1"] == 0
+    result = {**m, "architecture": "x", "split_title": "test", "model": "m.pt", "data": "d", "split_role": "r",
+              "unmapped": {}, "tta": None, "leak_free": None, "never_predicted": never_predicted(m)}
+    assert "**warning**: the model never predicts sad on these images (F1 = 0)" in format_summary(result)
+
+
 # ------------------------------------------------------------------ recipes
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import cv2
@@ -141,3 +142,28 @@ def test_explain_cli_split_and_image_files(trained, tmp_path, capsys):
     capsys.readouterr()
     assert cli(["explain", "--model", str(run), "--images", str(tmp_path / "missing.jpg"), "--out", str(out2)]) == 1
     assert "missing.jpg: no such file" in capsys.readouterr().err
+
+
+def test_explain_names_the_sample_it_drew_and_warns_of_classes_never_predicted(trained, tmp_path, caplog):
+    """--limit scores a sample: the galleries say which one (and its accuracy), so no report mixes it up with the split."""
+    import json
+
+    from ferkit.report.galleries import predict_split
+    from ferkit.report.metrics import classification_metrics, never_predicted
+
+    run, data = trained
+    out = tmp_path / "ex"
+    with caplog.at_level(logging.WARNING):
+        assert cli(["explain", "--model", str(run), "--data", str(data), "--split", "all", "--limit", "100", "--n", "2",
+                    "--out", str(out)]) == 0
+    meta = json.loads((out / "galleries.json").read_text())
+    # 20 per class per split: 140 Training + 140 PublicTest + 140 PrivateTest images
+    assert meta["subset"] == "100 of 420 images of every split (Training + PublicTest + PrivateTest) (stratified sample, seed 0)"
+    assert (meta["n"], meta["total"], meta["seed"], meta["split"]) == (100, 420, 0, "all")
+    sp = predict_split(run, data, "all", limit=100, seed=0)
+    assert meta["accuracy"] == pytest.approx(float((sp.pred == sp.labels).mean()))
+    missing = never_predicted(classification_metrics(sp.labels, sp.probs, sp.label_names))
+    assert meta["never_predicted"] == missing
+    assert missing and f"the model never predicts {', '.join(missing)}" in caplog.text  # a 3-epoch LeNet collapses
+    with open(out / "galleries.csv", newline="") as fh:
+        assert {r["source"] for r in csv.DictReader(fh)} <= set(sp.sources.tolist())  # drawn from that sample

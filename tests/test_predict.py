@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
+import re
 import shutil
+import sys
+from collections import Counter
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import PHOTOS, VIDEO, YUNET
+from conftest import PHOTOS, VIDEO, YUNET, make_png_bomb
 
 from ferkit.app.cli import main
 from ferkit.infer.writers import read_jsonl
@@ -76,7 +81,9 @@ def test_predict_photo_writes_results_and_an_annotated_copy(tmp_path, capsys):
     assert len(read_jsonl(out / "results.jsonl")) == 2
 
 
-def test_predict_folder_recursive_keeps_relative_names_and_skips_broken_files(tmp_path, capsys):
+def test_predict_folder_recursive_keeps_relative_names_and_skips_broken_files(tmp_path, capsys, monkeypatch):
+    from ferkit.app import cmd_predict
+
     root = tmp_path / "photos"
     names = sorted(p.name for p in PHOTOS.glob("*.jpg"))
     for folder, name in zip(("", "sub", "sub/deeper", "sub/deeper"), names):
@@ -84,22 +91,66 @@ def test_predict_folder_recursive_keeps_relative_names_and_skips_broken_files(tm
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(PHOTOS / name, dest)
     (root / "sub" / "broken.jpg").write_bytes(b"not an image")
+    bomb = make_png_bomb(root / "sub" / "bomb.png")  # ~100 KB declaring 900 MP: skipped without being decoded
     inputs = sorted(p for p in root.rglob("*.jpg") if p.name != "broken.jpg")
-    out = root / "results"  # inside the source folder: its outputs must not be read back as inputs
+
+    # An output folder inside the source is refused: its annotated images would be the next run's inputs.
+    assert main(["predict", str(root), "--out", str(root / "results"), *YUNET_ARGS]) == 1
+    err = capsys.readouterr().err
+    assert "inside the source folder" in err and "Traceback" not in err and not (root / "results").exists()
+
+    monkeypatch.setattr(cmd_predict, "PROGRESS_EVERY_S", 0.0)  # stderr is no terminal here: a progress line per image
+    out = tmp_path / "results"
     assert main(["predict", str(root), "--out", str(out), *YUNET_ARGS]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "broken.jpg" in printed  # reported as skipped
+    assert f"skipped {bomb}: 30000x30000 = 900,000,000 pixels, more than the limit of 100,000,000" in printed
+    # No \r progress bar in a log; a progress line instead (6 files listed, 2 of them unreadable).
+    assert "\r" not in captured.err and "predict: 4/6 images (67%)" in captured.err
 
     records = read_jsonl(out / "results.jsonl")
     assert {r["source"] for r in records} == {str(p) for p in inputs}  # every photo has faces
     for r in records:
         h, w = cv2.imread(r["source"]).shape[:2]
         _check_record(r, (w, h))
+    # One line per image, named relative to the folder: its faces from left to right, and its time.
+    for p in inputs:
+        faces = sorted((r for r in records if r["source"] == str(p)), key=lambda r: r["box"][0])
+        shown = ", ".join(f"{r['label']} {100 * r['probs'][r['label']]:.0f}%" for r in faces)
+        line = f"{p.relative_to(root).as_posix()}: {len(faces)} faces ({shown}) "
+        assert re.search(rf"^{re.escape(line)}\d+ ms$", printed, re.M), (line, printed)
     written = sorted(p.relative_to(out / "annotated") for p in (out / "annotated").rglob("*.jpg"))
     assert written == sorted(p.relative_to(root) for p in inputs)
-    # Running again into a new folder inside the source does not pick up the first run's annotated images.
-    assert main(["predict", str(root), "--out", str(root / "again"), *YUNET_ARGS]) == 0
-    assert {r["source"] for r in read_jsonl(root / "again" / "results.jsonl")} == {str(p) for p in inputs}
+    # An earlier run's output kept inside the source folder is not read back as input.
+    shutil.copytree(out, root / "earlier")
+    assert main(["predict", str(root), "--out", str(tmp_path / "again"), *YUNET_ARGS]) == 0
+    assert {r["source"] for r in read_jsonl(tmp_path / "again" / "results.jsonl")} == {str(p) for p in inputs}
+
+
+def test_predict_without_out_numbers_its_folders_and_pipes_json_lines(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    photo = PHOTOS / "two_people.jpg"
+    # On a terminal: lines for people on stdout, outputs in the first free runs/predict/N, never overwritten.
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    for n in (1, 2):
+        assert main(["predict", str(photo), *YUNET_ARGS]) == 0
+        printed = capsys.readouterr().out
+        out = tmp_path / "runs" / "predict" / str(n)
+        records = sorted(read_jsonl(out / "results.jsonl"), key=lambda r: r["box"][0])
+        shown = ", ".join(f"{r['label']} {100 * r['probs'][r['label']]:.0f}%" for r in records)
+        assert re.search(rf"^two_people\.jpg: 2 faces \({re.escape(shown)}\) \d+ ms$", printed, re.M), printed
+        assert printed.rstrip().endswith(f"results saved to {Path('runs') / 'predict' / str(n)}")
+    assert sorted(p.name for p in (tmp_path / "runs" / "predict").iterdir()) == ["1", "2"]
+
+    # Piped (stdout not a terminal): stdout carries results.jsonl's records, the lines for people go to stderr.
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", str(photo), *YUNET_ARGS]) == 0
+    captured = capsys.readouterr()
+    piped = [json.loads(line) for line in captured.out.splitlines()]
+    assert piped == read_jsonl(tmp_path / "runs" / "predict" / "3" / "results.jsonl") and len(piped) == 2
+    assert "two_people.jpg: 2 faces (" in captured.err and "results saved to runs/predict/3" in captured.err
 
 
 def test_predict_video_writes_tracks_annotated_video_and_timeline(tmp_path, capsys):
@@ -115,6 +166,16 @@ def test_predict_video_writes_tracks_annotated_video_and_timeline(tmp_path, caps
         _check_record(r, (640, 360))
         assert isinstance(r["track_id"], int)
         assert r["time_s"] == pytest.approx(r["frame"] / 29.97, abs=2e-3)
+    # One summary line per track: frames seen, time span, most frequent label and its share, mean confidence.
+    for tid in {r["track_id"] for r in records}:
+        mine = [r for r in records if r["track_id"] == tid]
+        labels = Counter(r["label"] for r in mine)
+        top = labels.most_common(1)[0][1]
+        conf = sum(r["probs"][r["label"]] for r in mine) / len(mine)
+        m = re.search(rf"^  track {tid}: {len(mine)} frames? \(([\d.]+)-([\d.]+) s\), mostly (\w+) "
+                      rf"\({100 * top / len(mine):.0f}%\), mean confidence {conf:.2f}$", printed, re.M)
+        assert m and labels[m.group(3)] == top, (tid, printed)
+        assert float(m.group(1)) == pytest.approx(min(r["time_s"] for r in mine), abs=0.06)
     # The two people of the first shot keep one id each over frames 0-19.
     first_shot = {r["track_id"] for r in records if r["frame"] < 20}
     assert len({r["track_id"] for r in records if r["frame"] == 0}) == 2 and len(first_shot) <= 3
@@ -162,6 +223,31 @@ def test_bad_sources_are_one_line_errors(tmp_path, capsys):
     assert main(["predict", "96", "--out", str(tmp_path / "o")]) == 1
     assert "no camera at index 96" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing written for a source that cannot be read
+
+
+def test_refused_images_and_models_are_one_line_errors_that_say_why(tmp_path, capsys, monkeypatch):
+    photo = PHOTOS / "two_people.jpg"  # 1126x661 = 744,286 pixels
+    out = tmp_path / "out"
+
+    def refused(args: list[str], *needles: str) -> None:
+        assert main(["predict", *args, "--out", str(out), *YUNET_ARGS]) == 1, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        for needle in needles:
+            assert needle in err, (needle, err)
+        assert not out.exists()
+
+    # A zoo architecture is not a trained model: say so, and what --model accepts.
+    refused([str(photo), "--model", "resnet18"], "'resnet18' names an architecture of the model zoo, which is untrained",
+            "ferkit train model=resnet18", "'default'", "checkpoint file", "run folder", ".onnx")
+    # One shared pixel limit, checked in the header before decoding: $FERKIT_MAX_PIXELS or --max-pixels lower it.
+    monkeypatch.setenv("FERKIT_MAX_PIXELS", "500000")
+    refused([str(photo)], f"{photo}: 1126x661 = 744,286 pixels", "limit of 500,000")
+    monkeypatch.delenv("FERKIT_MAX_PIXELS")
+    refused([str(photo), "--max-pixels", "500000"], "1126x661 = 744,286 pixels", "limit of 500,000")
+    # A decompression bomb is refused by the default limit without being decoded (that would take ~3 GB).
+    bomb = make_png_bomb(tmp_path / "bomb.png")
+    refused([str(bomb)], f"{bomb}: 30000x30000 = 900,000,000 pixels", "limit of 100,000,000")
 
 
 def test_overlay_scales_with_the_image_and_leaves_the_input_untouched():

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import FER_ROOT, PHOTOS, make_fer_slice
+from conftest import FER_ROOT, PHOTOS, make_fer_slice, make_png_bomb
 
 from ferkit.data import readers
 from ferkit.data.readers import load_dataset, read_fer2013_csv, read_ferplus, read_image_folder
@@ -440,3 +440,21 @@ def test_folder_with_an_unreadable_file_reports_it_and_loads_the_rest(slice5, tm
     reason = {"corrupt_jpeg": "not a readable image", "zero_byte": "empty file", "text_as_jpg": "not a readable image",
               "stray_text_file": "not an image file"}[kind]
     assert reason in data.meta["skipped"][0]
+
+
+def test_folder_holding_a_decompression_bomb_skips_it_unread(slice5, tmp_path, caplog):
+    """A 100 KB PNG declaring 30000x30000 pixels in a class folder: reported (name, size, limit) and left out,
+    without decoding it (that took 1.8 GB and added a black "happy" sample)."""
+    import resource
+
+    root = tmp_path / "ds"
+    shutil.copytree(slice5, root)
+    bomb = make_png_bomb(root / "train" / "happy" / "Training_bomb.png")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    with caplog.at_level(logging.WARNING):
+        data = read_image_folder(root)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 200_000  # no GB-sized decode happened
+    assert len(data) == 105 and "train/happy/Training_bomb.png" not in set(data.sources)
+    reason = f"{bomb}: 30000x30000 = 900,000,000 pixels, more than the limit of 100,000,000"
+    assert len(data.meta["skipped"]) == 1 and data.meta["skipped"][0].startswith(reason)
+    assert reason in caplog.text

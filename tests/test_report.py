@@ -88,6 +88,32 @@ def test_run_report_is_one_offline_file_that_renders(runs, browser, tmp_path, ca
     assert (run / "eval_test" / "metrics.json").stat().st_mtime_ns == stamp
 
 
+def test_run_report_labels_each_figure_with_the_images_it_shows(runs, tmp_path, caplog):
+    """The evaluation covers the whole split, explain's galleries a --limit sample: each figure says which images."""
+    import json
+    import logging
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["run"], run)  # the module's run folder stays as the other tests expect it
+    assert cli(["explain", "--model", str(run), "--data", str(runs["data"]), "--limit", "60", "--n", "2",
+                "--out", str(run / "explain")]) == 0
+    with caplog.at_level(logging.WARNING):
+        assert cli(["report", str(run), "--out", str(tmp_path / "r.html")]) == 0
+    text = (tmp_path / "r.html").read_text()
+    ev = json.loads((run / "eval_test" / "metrics.json").read_text())
+    gal = json.loads((run / "explain" / "galleries.json").read_text())
+    assert ev["n"] == 140 and gal["n"] == 60
+    assert (f"galleries from explain/: 60 of 140 test (FER2013 PrivateTest) images (stratified sample, seed 0); "
+            f"accuracy on them {100 * gal['accuracy']:.2f}% (the evaluation above: 140 images, "
+            f"{100 * ev['accuracy']:.2f}%)") in text
+    assert "saliency: 8 of the 140 test (FER2013 PrivateTest) images (one per class in turn, seed 0)" in text
+    assert len(_self_contained(text)) == 6  # curves, confusion matrix, saliency grid and the three galleries
+    # a class the model never predicts (a 2-epoch LeNet on 140 images leaves some out) is called out, page and log
+    assert ev["never_predicted"]
+    note = f"the model never predicts {', '.join(ev['never_predicted'])} on these images (F1 = 0)"
+    assert note in text and note in caplog.text
+
+
 def test_sweep_report_renders_table_and_plots(runs, browser, tmp_path):
     page = tmp_path / "sweep.html"
     assert cli(["report", str(runs["sweep"]), "--out", str(page)]) == 0

@@ -122,7 +122,8 @@ def test_parallel_processes_one_thread_each(fer_slice, tmp_path):
     assert sorted(result.ran) == ["lr-0.01/seed0", "lr-0.05/seed0"]
     for cfg in ("lr-0.05", "lr-0.01"):
         log = (out / cfg / "seed0.log").read_text()
-        assert "epoch 1/1" in log and '"best_val_acc"' in log  # the `ferkit train` process's output
+        # the `ferkit train` process's output: one log line per epoch (no \r bar in a file), then its summary
+        assert "epoch 1/1" in log and "best epoch 1 of 1" in log and "\r" not in log
         # 2 processes on this machine's cores: threads split between them
         assert f"threads: {max(1, (os.cpu_count() or 1) // 2)}" in (out / cfg / "seed0" / "config.yaml").read_text()
     assert [r["n_seeds"] for r in _rows(out / "summary.csv")] == ["1", "1"]

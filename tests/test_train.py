@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -126,6 +128,55 @@ def test_unknown_recipe_and_non_empty_output(tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "user data"
     assert cli(["train", "--resume", "--out", str(tmp_path / "nothing")]) == 1
+
+
+def test_train_limit_is_exact_and_keeps_class_shares():
+    """FER2013's Training class counts: rounding each class on its own made train_limit=8000 give 8001."""
+    from ferkit.data.dataset import FerData
+    from ferkit.engine.trainer import stratified_subset
+    from ferkit.labels import FER2013
+
+    counts = [3995, 436, 4097, 7215, 4830, 3171, 4965]
+    labels = np.repeat(np.arange(7), counts)
+    data = FerData(np.zeros((len(labels), 1, 1), np.uint8), labels, ["train"] * len(labels), FER2013,
+                   np.arange(len(labels)).astype(str))
+    for n in (8000, 1200, 601, 100, 7, 1):
+        sub = stratified_subset(data, n, seed=0)
+        assert len(sub) == n
+        got = np.bincount(sub.labels, minlength=7)
+        assert np.all(np.abs(got - np.array(counts) * n / len(labels)) < 1), (n, got)  # each class within one of its share
+        assert len(set(sub.sources.tolist())) == n  # no sample twice
+    assert stratified_subset(data, 8000, seed=0).sources.tolist() == stratified_subset(data, 8000, seed=0).sources.tolist()
+
+
+def test_cli_run_killed_before_its_first_checkpoint_resumes_from_scratch_and_reports_for_people(fer_slice, tmp_path,
+                                                                                                capsys, caplog):
+    """A run folder holding only config.yaml (killed while loading data or in epoch 1): --resume starts it again."""
+    import yaml
+
+    run = tmp_path / "killed"
+    run.mkdir()
+    cfg = load_config(None, [f"data={fer_slice}", "model=lenet", "epochs=1", "train_limit=70", "val_limit=40",
+                             "batch_size=16", "threads=1", "augment=none", "tta=none"])
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))  # what fit() writes first
+    assert cli(["train", "--out", str(run)] + [f"data={fer_slice}"]) == 1
+    assert "not empty" in capsys.readouterr().err  # a fresh start is refused: the folder is the run's
+
+    with caplog.at_level(logging.INFO):
+        assert cli(["train", "--resume", "--out", str(run)]) == 0  # progress bar on by default
+    captured = capsys.readouterr()
+    assert "no checkpoint yet" in caplog.text and "starting from scratch with its saved config.yaml" in caplog.text
+    assert "epoch 1/1" in caplog.text  # the per-epoch log line
+    assert "\r" not in captured.err  # stderr is not a terminal here: no per-batch bar updates
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["train_images"] == 70 and summary["epochs_run"] == 1
+    assert load_checkpoint(run / "last.pt")["config"] == cfg.to_dict()  # the saved config, not the defaults
+    # A short summary for people, and what to run next; not a JSON dump.
+    out = captured.out
+    assert not out.lstrip().startswith("{")
+    assert f"best epoch 1 of 1: {100 * summary['best_val_acc']:.2f} % accuracy on the val split" in out
+    assert f"test: {100 * summary['test']['accuracy']:.2f} % accuracy, macro-F1 {summary['test']['macro_f1']:.3f}" in out
+    assert f"run folder {run} (" in out and out.rstrip().endswith(f"next: ferkit report {run}")
 
 
 def test_ddp_under_torchrun_on_two_cpu_processes(tmp_path):

@@ -39,6 +39,7 @@ _API = {
     "Face": "ferkit.infer.results",
     "Detection": "ferkit.infer.results",
     "FrameResult": "ferkit.infer.results",
+    "UsageError": "ferkit.errors",
 }
 
 __all__ = sorted([*_API, "__version__"])
@@ -50,6 +51,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from ferkit.engine.evaluate import evaluate
     from ferkit.engine.preprocess import Preprocess
     from ferkit.engine.trainer import train
+    from ferkit.errors import UsageError
     from ferkit.infer.detectors import create_detector
     from ferkit.infer.export import OnnxClassifier, export_onnx, export_torchscript
     from ferkit.infer.recognizer import Recognizer

@@ -7,16 +7,126 @@ where BGR/RGB/grey conversion happens, so training and deployment agree.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import re
+import struct
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+# Largest width x height decoded: a 100-megapixel photo is far beyond any camera's face photo, while a
+# "decompression bomb" (a few hundred KB of PNG declaring 30000x30000) would need gigabytes.
+DEFAULT_MAX_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "FERKIT_MAX_PIXELS"
+_max_pixels: int | None = None  # set by pixel_limit() (the CLI's --max-pixels); None: $FERKIT_MAX_PIXELS or the default
 
 
 class ImageReadError(ValueError):
     """An image file that cannot be decoded; the message names the file and the reason."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image whose header declares more pixels than the limit (checked before decoding)."""
+
+
+def current_max_pixels() -> int:
+    """The pixel limit in force: :func:`pixel_limit`'s, else ``$FERKIT_MAX_PIXELS``, else ``DEFAULT_MAX_PIXELS``."""
+    if _max_pixels is not None:
+        return _max_pixels
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(text))  # 1e8 and 100000000 both read
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"${MAX_PIXELS_ENV}={text!r}: expected a number of pixels >= 1, e.g. 100000000")
+    return value
+
+
+@contextlib.contextmanager
+def pixel_limit(limit: int | None) -> Iterator[None]:
+    """Decode with this pixel limit inside the block (None: keep the one in force). Process-wide, so the
+    decoding threads of the dataset readers see it too."""
+    global _max_pixels
+    if limit is not None and limit < 1:
+        raise ValueError(f"the pixel limit must be >= 1, got {limit}")
+    old = _max_pixels
+    _max_pixels = limit if limit is not None else old
+    try:
+        yield
+    finally:
+        _max_pixels = old
+
+
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): they carry the image size.
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _png_jpeg_size(buf: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR chunk or a JPEG's frame header; None for other formats or a damaged
+    header. Hand-parsed because datasets are mostly small JPEGs and PNGs: 1 us a file, Pillow's open 35 us."""
+    if buf[:8] == b"\x89PNG\r\n\x1a\n" and buf[12:16] == b"IHDR" and len(buf) >= 24:
+        width, height = struct.unpack(">II", buf[16:24])
+        return width, height
+    if buf[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 <= len(buf):
+        if buf[i] != 0xFF:
+            return None
+        marker = buf[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker in _JPEG_SOF:
+            height, width = struct.unpack(">HH", buf[i + 5 : i + 9])  # after length (2 bytes) and precision (1)
+            return width, height
+        elif marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            return None
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+        else:
+            i += 2 + int.from_bytes(buf[i + 2 : i + 4], "big")
+    return None
+
+
+def _declared_size(data: np.ndarray) -> tuple[int, int] | int | None:
+    """(width, height) from an encoded image's header, without decoding a pixel; a pixel count when Pillow
+    stops at its own bomb guard first; None when neither the fast path nor Pillow reads the header (OpenCV
+    then decides)."""
+    buf = data.tobytes()
+    size = _png_jpeg_size(buf)
+    if size is not None:
+        return size
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
+            with Image.open(io.BytesIO(buf)) as im:  # lazy: parses the header only
+                return im.size
+    except Image.DecompressionBombError as exc:  # over twice Pillow's limit: its message holds the count
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        return int(found.group(1)) if found else 2 * (Image.MAX_IMAGE_PIXELS or 0) + 1
+    except Exception:  # noqa: BLE001 - unknown or damaged header: OpenCV's decode reports it, naming the file
+        return None
+
+
+def _check_pixels(path: Path, size: tuple[int, int] | int | None, limit: int) -> None:
+    if size is None:
+        return
+    pixels = size if isinstance(size, int) else size[0] * size[1]
+    if pixels > limit:
+        shown = f"{pixels:,} pixels" if isinstance(size, int) else f"{size[0]}x{size[1]} = {pixels:,} pixels"
+        raise ImageTooLargeError(f"{path}: {shown}, more than the limit of {limit:,} (a decompression bomb, or a very "
+                                 f"large image: raise the limit with ${MAX_PIXELS_ENV} or --max-pixels)")
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
@@ -61,29 +171,35 @@ def to_model_channels(img: np.ndarray, channels: int, order: str = "rgb") -> np.
     raise ValueError(f"channels must be 1 or 3, got {channels}")
 
 
-def _decode(path: str | Path) -> np.ndarray:
-    """Decode a file as stored: grey or BGR(A), 8- or 16-bit. Raises :class:`ImageReadError` naming the file."""
+def _decode(path: str | Path, limit: int | None = None) -> np.ndarray:
+    """Decode a file as stored: grey or BGR(A), 8- or 16-bit. Raises :class:`ImageReadError` naming the file,
+    :class:`ImageTooLargeError` before decoding when its header declares more than ``limit`` pixels
+    (None: :func:`current_max_pixels`)."""
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: empty file (0 bytes)")
+    limit = current_max_pixels() if limit is None else limit
     data = np.fromfile(str(path), dtype=np.uint8)  # fromfile+imdecode handles non-ASCII paths
+    _check_pixels(path, _declared_size(data), limit)
     # ANYDEPTH keeps 16-bit, ANYCOLOR keeps grey as grey; unlike UNCHANGED, both honour EXIF rotation.
     img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if img is None:
         raise ImageReadError(f"{path}: not a readable image (OpenCV could not decode it)")
+    _check_pixels(path, (img.shape[1], img.shape[0]), limit)  # a format Pillow does not read, or a header that lied
     return img
 
 
-def read_image(path: str | Path, channels: int | None = None) -> np.ndarray:
+def read_image(path: str | Path, channels: int | None = None, max_pixels: int | None = None) -> np.ndarray:
     """Decode an image file to uint8 grey ``(H, W)`` or RGB ``(H, W, 3)``.
 
     With ``channels=None`` the file's own colour is kept (grey stays grey).
     Raises :class:`ImageReadError` naming the file for missing, empty or
-    undecodable files.
+    undecodable files, and (before decoding) for files larger than ``max_pixels``
+    (None: the limit in force, see :func:`current_max_pixels`).
     """
-    img = _decode(path)
+    img = _decode(path, max_pixels)
     if img.ndim == 3 and img.shape[2] in (3, 4):
         img = to_model_channels(img, 3, order="bgr")
     else:
@@ -93,12 +209,13 @@ def read_image(path: str | Path, channels: int | None = None) -> np.ndarray:
     return img
 
 
-def read_bgr(path: str | Path) -> np.ndarray:
+def read_bgr(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Decode an image file to uint8 BGR ``(H, W, 3)``, the layout of video frames (detectors and drawing use it).
 
-    Grey files are expanded, alpha is dropped, 16-bit is scaled. Raises :class:`ImageReadError` naming the file.
+    Grey files are expanded, alpha is dropped, 16-bit is scaled. Raises :class:`ImageReadError` naming the file
+    (as :func:`read_image`, with the same pixel limit).
     """
-    img = to_uint8(_decode(path))
+    img = to_uint8(_decode(path, max_pixels))
     if img.ndim == 2 or img.shape[2] == 1:
         return cv2.cvtColor(img.reshape(img.shape[:2]), cv2.COLOR_GRAY2BGR)
     return np.ascontiguousarray(img[:, :, :3])

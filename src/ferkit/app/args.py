@@ -1,16 +1,66 @@
-"""Command-line arguments that several ``ferkit`` commands share, defined once."""
+"""Command-line options that several ``ferkit`` commands share: each defined and worded once, here."""
 
 from __future__ import annotations
 
 import argparse
 
+DEVICE_HELP = "auto (a GPU when there is one, else the CPU), cpu, cuda, cuda:1, ..."
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
 
 def add_model(p: argparse.ArgumentParser) -> None:
     """``--model``: the one trained model a command works on."""
-    p.add_argument("--model", "-m", default="default", help="checkpoint file, run folder, or 'default' (the shipped model)")
+    p.add_argument("--model", "-m", default="default",
+                   help="'default' (the shipped model), a checkpoint file, a run folder from 'ferkit train', "
+                        "or an .onnx file from 'ferkit export'")
 
 
-def add_dataset(p: argparse.ArgumentParser) -> None:
-    """``--data`` and ``--split``: one split of a dataset, by default the one the model was trained on."""
+def add_dataset(p: argparse.ArgumentParser, default_split: str = "test") -> None:
+    """``--data`` and ``--split``: one split of a dataset (or all of it), by default of the one the model was trained on."""
     p.add_argument("--data", "-d", help="fer2013.csv or image folder; if not given, the dataset the model was trained on")
-    p.add_argument("--split", "-s", default="test", help="train / val / test, or Training / PublicTest / PrivateTest")
+    p.add_argument("--split", "-s", default=default_split,
+                   help="train / val / test (or Training / PublicTest / PrivateTest), or 'all': every image whatever "
+                        "its split, e.g. a flat folder root/<class>/*")
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    """``--device``: where the model runs."""
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
+def add_threads(p: argparse.ArgumentParser) -> None:
+    """``--threads``: CPU threads of PyTorch (and OpenCV, where the command uses it); None when not given."""
+    p.add_argument("--threads", type=positive_int, metavar="N",
+                   help="CPU threads for the model (PyTorch or ONNX Runtime) and OpenCV; if not given, the libraries' "
+                        "defaults (all cores). 1 is often fastest when other programs keep the cores busy")
+
+
+def add_no_progress(p: argparse.ArgumentParser) -> None:
+    """``--no-progress``: no progress bar (there is none anyway when stderr is not a terminal)."""
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (when stderr is not a terminal there is never one, only log lines)")
+
+
+def add_detector(p: argparse.ArgumentParser) -> None:
+    """``--detector`` and ``--yunet``: the face detector."""
+    p.add_argument("--detector", choices=("auto", "yunet", "haar"), default="auto",
+                   help="face detector; auto = YuNet when its weights are at hand, else Haar (with a notice)")
+    p.add_argument("--yunet", metavar="PATH",
+                   help="another YuNet weights file; if not given, the one shipped in the package (or $FERKIT_YUNET)")
+
+
+def add_backend(p: argparse.ArgumentParser) -> None:
+    """``--backend``: the classifier's runtime."""
+    p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="torch",
+                   help="classifier runtime: PyTorch, ONNX Runtime, or ONNX Runtime with the shipped model quantized "
+                        "to int8 (fastest on a CPU)")

@@ -12,12 +12,27 @@ import importlib
 import logging
 import sys
 
+from ferkit.errors import UsageError
+
 # Sub-command modules, in the order ``ferkit --help`` lists them.
 COMMANDS = ("predict", "serve", "train", "eval", "sweep", "explain", "report", "data", "models", "bench-models", "export")
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Adds "(default: X)" to an option's help, only where X says something.
+
+    Left out: options whose default is None or empty (the help says what happens then),
+    flags (store_true and the like), required options, and helps that state their default already.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or "(default" in text or default is None or default is argparse.SUPPRESS
+                or action.required or action.nargs == 0 or (isinstance(default, (list, tuple, str)) and not default)
+                or not (action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE))):
+            return text
+        return text + " (default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,12 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s" if level > logging.INFO else "%(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as exc:
-        # Expected user errors: one clear line, no traceback (use -v for one).
+    except (ValueError, FileNotFoundError, FileExistsError, UsageError) as exc:
+        # Mistakes the user can fix: one clear line, no traceback (use -v for one). Anything else is a
+        # bug (a KeyError, a RuntimeError from a library) and keeps its traceback, so it gets reported.
         if args.verbose:
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"ferkit {args.command}: error: {msg}", file=sys.stderr)
+        print(f"ferkit {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

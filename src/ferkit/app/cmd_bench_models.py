@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ferkit.app.args import add_dataset, add_threads
+
 
 def register(sub, formatter) -> None:
     p = sub.add_parser(
@@ -19,10 +21,9 @@ def register(sub, formatter) -> None:
                    "'none' for checkpoints only")
     p.add_argument("--checkpoint", nargs="+", default=[], action="extend", metavar="NAME=PATH",
                    help="checkpoint files or run folders to add, with their accuracy")
-    p.add_argument("--data", "-d", help="dataset for checkpoint accuracy (default: the one each was trained on)")
-    p.add_argument("--split", "-s", default="test", help="split for checkpoint accuracy")
+    add_dataset(p)  # of the checkpoints' accuracy
     p.add_argument("--out", "-o", help="table file: .md, .csv or .json (always printed as Markdown too)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
+    add_threads(p)
     p.add_argument("--batch-sizes", default="1,64", help="comma list of batch sizes to time")
     p.add_argument("--repeats", type=int, default=10, help="timed runs at most (median reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs")
@@ -49,7 +50,7 @@ def run(args) -> int:
         sizes = tuple(int(b) for b in args.batch_sizes.split(",") if b.strip())
     except ValueError:
         raise ValueError(f"--batch-sizes {args.batch_sizes!r}: expected a comma list of integers such as 1,64") from None
-    settings = BenchSettings(threads=args.threads, batch_sizes=sizes, warmup=args.warmup, repeats=args.repeats,
+    settings = BenchSettings(threads=args.threads or 0, batch_sizes=sizes, warmup=args.warmup, repeats=args.repeats,
                              max_gflops=args.max_gflops, channels_last=args.channels_last, fast=args.fast)
     names = [] if args.models == ["none"] else args.models
     from ferkit.models.registry import model_info
@@ -61,7 +62,7 @@ def run(args) -> int:
     from ferkit.models.registry import list_models
 
     total = len(names if names is not None else list_models()) + len(checkpoints)
-    with tqdm(total=total, unit="model", leave=False) as bar:
+    with tqdm(total=total, unit="model", leave=False, disable=None) as bar:  # no bar (no \r lines) in a log or pipe
         def progress(label: str) -> None:
             bar.set_description(label)
             bar.update()

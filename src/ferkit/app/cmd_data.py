@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ferkit.app.args import add_no_progress
+
 _GUARANTEES = (
     "Output always goes to a new folder: a non-empty folder, or one inside the input, is refused. The input is\n"
     "never modified. Files with the same name in one output folder are all kept (the later ones as <stem>-1.<ext>,\n"
@@ -87,7 +89,7 @@ def register(sub, formatter) -> None:
 
 def _add_out(p) -> None:
     p.add_argument("--out", "-o", required=True, help="new output folder (must not exist or be empty)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(p)
 
 
 def _parse_target(text: str) -> int | str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ferkit.app.args import add_dataset, add_model
+from ferkit.app.args import add_dataset, add_device, add_model
 
 
 def register(sub, formatter) -> None:
@@ -27,7 +27,7 @@ def register(sub, formatter) -> None:
     p.add_argument("--duplicates",
                    help="FER2013 duplicates.csv for the leak-free figure; if not given, DATA/duplicates.csv when present")
     p.add_argument("--batch-size", type=int, help="images per forward pass; if not given, the model's training setting")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_device(p)
     p.set_defaults(func=run)
 
 

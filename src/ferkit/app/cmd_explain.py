@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ferkit.app.args import add_dataset, add_model
+from ferkit.app.args import add_dataset, add_device, add_model
 
 
 def register(sub, formatter) -> None:
@@ -27,7 +27,7 @@ def register(sub, formatter) -> None:
     p.add_argument("--limit", type=int, default=0, help="score a stratified subset of this many split images (0: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the images picked from the split")
     p.add_argument("--out", "-o", required=True, help="output folder")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    add_device(p)
     p.set_defaults(func=run)
 
 
@@ -44,9 +44,10 @@ def run(args) -> int:
     written = []
     if args.images:
         from ferkit.engine.checkpoint import load_model
+        from ferkit.engine.trainer import select_device
         from ferkit.imageio import read_image
 
-        model, pre = load_model(args.model, args.device)
+        model, pre = load_model(args.model, select_device(args.device))
         images = [read_image(p) for p in args.images]  # raises naming an unreadable file
         ex = explain_images(model, pre, images, names=[str(p) for p in args.images])
         written.append(save_explanation_grid(ex, out / "saliency.png", title=f"{Path(args.model).name}: saliency and Grad-CAM"))
@@ -61,8 +62,10 @@ def run(args) -> int:
             pick = [int(ix[r]) for r in range(max(map(len, per_class))) for ix in per_class if r < len(ix)][: args.n]
             ex = explain_images(sp.model, sp.pre, sp.images[pick], labels=sp.labels[pick], names=list(sp.sources[pick]))
             acc = float((sp.pred == sp.labels).mean())
-            written.append(save_explanation_grid(ex, out / "saliency.png",
-                                                 title=f"{args.split} split ({len(sp.labels)} images, accuracy {acc:.3f})"))
+            # Name the images this grid and the galleries come from: with --limit a sample, not the whole split.
+            title = (f"saliency: {len(pick)} images, one per class in turn (seed {args.seed}), from {sp.subset}\n"
+                     f"accuracy on those {len(sp.labels):,}: {100 * acc:.2f} %")
+            written.append(save_explanation_grid(ex, out / "saliency.png", title=title))
         written += list(write_galleries(sp, out, n=args.n, pairs=args.pairs).values())
     for p in written:
         print(f"wrote {p}")

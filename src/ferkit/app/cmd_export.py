@@ -72,6 +72,9 @@ def calibration_images(args):
     data = args.calib or (load_checkpoint(args.model).get("config") or {}).get("data")
     if not data:
         raise ValueError(f"{args.model}: the checkpoint does not name the dataset it was trained on; pass --calib PATH")
+    if not args.calib and not Path(data).exists():  # stored as given at training time, often relative
+        raise FileNotFoundError(f"{args.model}: the model was trained on {data}, which is not found from here "
+                                f"({Path.cwd()}); pass --calib PATH")
     if args.calib_images < 1:
         raise ValueError(f"--calib-images must be at least 1, got {args.calib_images}")
     ds = load_dataset(data)

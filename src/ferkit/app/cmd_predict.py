@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from ferkit.app.args import add_model
+from ferkit.app.args import add_backend, add_detector, add_device, add_model, add_threads, positive_int
+
+DEFAULT_OUT = Path("runs") / "predict"  # numbered folders under it: runs/predict/1, runs/predict/2, ...
+PROGRESS_EVERY_S = 10.0  # seconds between progress lines when stderr is not a terminal (no bar there)
+MAX_TRACK_LINES = 20  # a long video may hold hundreds of tracks: the longest are listed, the rest counted
 
 
 def _fraction(text: str) -> float:
@@ -26,36 +35,38 @@ def register(sub, formatter) -> None:
         description="Detect every face and recognise its expression; write results.jsonl (one object per face per frame:\n"
         "source, frame, time_s, track_id, box [x, y, w, h], score, label, probs), annotated images or an annotated\n"
         "video, and for videos an emotion-over-time CSV and plot. Examples:\n"
-        "  ferkit predict photo.jpg --out out/                       # one photo, the shipped model\n"
+        "  ferkit predict photo.jpg                                  # one photo, the shipped model -> runs/predict/1\n"
         "  ferkit predict photos/ --out out/                         # a folder, recursively\n"
         "  ferkit predict clip.mp4 --out out/ --detect-every 3       # a video, detector on every 3rd frame\n"
         "  ferkit predict 0 --out out/ --show                        # webcam 0 with a live window (Ctrl-C or q stops)\n"
         "  ferkit predict rtsp://camera/stream --out out/ --max-frames 3000\n"
         "  ferkit predict clip.mp4 --out out/ --model runs/vgg9 --detector yunet --yunet face_detection_yunet_2023mar.onnx\n"
-        "In videos each face keeps a track_id while it stays in view, and its probabilities are smoothed over time\n"
-        "(--smooth is the weight of the past; --no-smooth shows each frame's own prediction).",
+        "  ferkit predict photos/ | jq .label                        # JSON lines on stdout when it is not a terminal\n"
+        "Prints a line per image (faces left to right) or, for videos, one per face track. In videos each face keeps\n"
+        "a track_id while it stays in view, and its probabilities are smoothed over time (--smooth is the weight of\n"
+        "the past; --no-smooth shows each frame's own prediction). Without --out, and when stdout is not a terminal,\n"
+        "the results go to stdout as JSON lines (results.jsonl's schema) and the human lines to stderr.",
     )
     p.add_argument("source", help="image file, folder, video file, webcam index (0, 1, ...) or stream URL (rtsp://, http://)")
-    p.add_argument("--out", "-o", required=True, help="output folder (refused if it holds an earlier run, unless --overwrite)")
+    p.add_argument("--out", "-o",
+                   help=f"output folder; if not given, a new numbered one: {DEFAULT_OUT}/1, {DEFAULT_OUT}/2, ... "
+                        "(a folder holding an earlier run is refused unless --overwrite)")
     add_model(p)
-    p.add_argument("--detector", choices=("auto", "yunet", "haar"), default="auto",
-                   help="face detector; auto = YuNet when its weights are at hand, else Haar (with a notice)")
-    p.add_argument("--yunet", metavar="PATH",
-                   help="another YuNet weights file (default: the one shipped in the package, or $FERKIT_YUNET)")
-    p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="torch",
-                   help="classifier runtime: PyTorch, ONNX Runtime, or ONNX Runtime with the shipped int8 model (fastest on a CPU)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads for the classifier and OpenCV; if not given, the libraries' defaults "
-                        "(1 is often fastest when other programs keep the cores busy)")
-    p.add_argument("--detect-every", type=int, default=1, metavar="N",
+    add_detector(p)
+    add_backend(p)
+    add_device(p)
+    add_threads(p)
+    p.add_argument("--detect-every", type=positive_int, default=1, metavar="N",
                    help="videos: run the face detector on every N-th frame and follow the faces by optical flow in between")
     p.add_argument("--no-track", action="store_true", help="videos: no track ids and no smoothing")
     smooth = p.add_mutually_exclusive_group()
     smooth.add_argument("--smooth", type=_fraction, default=0.6, metavar="A",
                         help="videos: EMA weight of the past for each track's probabilities, in [0, 1)")
     smooth.add_argument("--no-smooth", action="store_true", help="videos: no temporal smoothing")
-    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames (videos, cameras, streams)")
+    p.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N frames (videos, cameras, streams)")
+    p.add_argument("--max-pixels", type=positive_int, metavar="N",
+                   help="largest width x height of an image decoded; a larger file is refused (in a folder: reported "
+                        "and skipped) before decoding (default: $FERKIT_MAX_PIXELS, else 100000000)")
     p.add_argument("--no-annotate", action="store_true",
                    help="write results.jsonl (and timeline) only, no annotated images or video")
     p.add_argument("--show", action="store_true", help="open a live window (needs a display and OpenCV with GUI support)")
@@ -63,19 +74,116 @@ def register(sub, formatter) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from tqdm import tqdm
+def _new_run_dir(base: Path) -> tuple[Path, list[Path]]:
+    """Create and return the first free ``base/N`` (N = 1, 2, ...; never an existing one), with the
+    parents this created (removed again if the run fails before writing anything)."""
+    created = [d for d in (base.parent, base) if not d.exists()]
+    base.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while True:
+        out = base / str(n)
+        try:
+            out.mkdir()  # atomic: two runs started at once get different folders
+        except FileExistsError:
+            n += 1
+            continue
+        return out, [out, *reversed(created)]
 
+
+def face_summary(faces) -> str:
+    """``2 faces (neutral 56%, happy 75%)``: count, then label and confidence of each face from left to right."""
+    n = len(faces)
+    text = f"{n} face{'' if n == 1 else 's'}"
+    if n:
+        text += " (" + ", ".join(f"{f.label} {100 * f.confidence:.0f}%" for f in sorted(faces, key=lambda f: f.box[0])) + ")"
+    return text
+
+
+@dataclass
+class _Track:
+    frames: int = 0
+    first_s: float = 0.0
+    last_s: float = 0.0
+    labels: Counter = field(default_factory=Counter)
+    confidence: float = 0.0  # summed over frames; ``frames`` counts detections for untracked faces
+
+    def line(self, name: str, noun: str = "frame") -> str:
+        label, count = self.labels.most_common(1)[0]
+        return (f"  {name}: {self.frames} {noun}{'' if self.frames == 1 else 's'} ({self.first_s:.1f}-{self.last_s:.1f} s), "
+                f"mostly {label} ({100 * count / self.frames:.0f}%), mean confidence {self.confidence / self.frames:.2f}")
+
+
+class _Reporter:
+    """What the user sees while predict runs: a line per image (or per track at the end, for videos), JSON lines
+    on stdout when asked, and progress: a bar on a terminal, else a line every PROGRESS_EVERY_S seconds."""
+
+    def __init__(self, src, total: int | None, unit: str, human, json_lines: bool):
+        from tqdm import tqdm
+
+        self.src, self.total, self.unit, self.human, self.json_lines = src, total, unit, human, json_lines
+        self.clock = time.perf_counter
+        self.start = self.last = self.last_progress = self.clock()
+        self.done = 0
+        self.tracks: dict[int | None, _Track] = {}
+        # A bar only on a terminal: a log file or a pipe would receive every \r update.
+        self.bar = tqdm(total=total, unit=unit, desc="predict", dynamic_ncols=True, leave=False) if sys.stderr.isatty() else None
+
+    def say(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=self.human)
+        else:
+            print(line, file=self.human, flush=True)
+
+    def __call__(self, result) -> None:
+        now = self.clock()
+        seconds, self.last = now - self.last, now
+        self.done += 1
+        if self.json_lines:
+            for rec in result.records():
+                sys.stdout.write(json.dumps(rec) + "\n")
+            sys.stdout.flush()
+        if self.src.is_video:
+            for face in result.faces:
+                t = self.tracks.setdefault(face.track_id, _Track(first_s=result.time_s))
+                t.frames += 1
+                t.last_s = result.time_s
+                t.labels[face.label] += 1
+                t.confidence += face.confidence
+        else:
+            path = Path(result.source)
+            name = path.relative_to(self.src.path).as_posix() if self.src.kind == "folder" else path.name
+            self.say(f"{name}: {face_summary(result.faces)} {1000 * seconds:.0f} ms")
+        if self.bar is not None:
+            self.bar.update(1)
+        elif now - self.last_progress >= PROGRESS_EVERY_S:
+            self.last_progress = now
+            rate = self.done / max(now - self.start, 1e-9)
+            count = (f"{self.done}/{self.total} {self.unit}s ({100 * self.done / self.total:.0f}%)" if self.total
+                     else f"{self.done} {self.unit}s")
+            print(f"predict: {count}, {rate:.1f} {self.unit}s/s", file=sys.stderr, flush=True)
+
+    def track_lines(self) -> list[str]:
+        """One line per face track of a video: frames seen, time span, most frequent label and its share, mean confidence."""
+        named = sorted(((k, t) for k, t in self.tracks.items() if k is not None), key=lambda kt: -kt[1].frames)
+        lines = [t.line(f"track {k}") for k, t in sorted(named[:MAX_TRACK_LINES], key=lambda kt: kt[0])]
+        if len(named) > MAX_TRACK_LINES:
+            lines.append(f"  ... and {len(named) - MAX_TRACK_LINES} shorter tracks (see results.jsonl)")
+        if None in self.tracks:  # --no-track: one line for all faces
+            lines.append(self.tracks[None].line("untracked faces", noun="detection"))
+        return lines
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(args) -> int:
+    from ferkit.imageio import pixel_limit
     from ferkit.infer.pipeline import display_available, run_predict
+    from ferkit.infer.recognizer import Recognizer
     from ferkit.infer.sources import open_source
 
-    if args.detect_every < 1:
-        raise ValueError(f"--detect-every must be >= 1, got {args.detect_every}")
-    if args.max_frames is not None and args.max_frames < 1:
-        raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
         import cv2
         import torch
 
@@ -87,45 +195,55 @@ def run(args) -> int:
         if not ok:
             print(f"ferkit predict: --show: no live window, {why}; writing the outputs only", file=sys.stderr)
             show = False
+    # Without --out, a pipe gets the results as JSON lines; the lines for people then go to stderr.
+    json_lines = args.out is None and not sys.stdout.isatty()
+    human = sys.stderr if json_lines else sys.stdout
 
-    src = open_source(args.source, exclude=[args.out])
-    total = src.frame_count
-    if args.max_frames is not None:
-        total = min(total, args.max_frames) if total else args.max_frames
-    unit = "frame" if src.is_video else "image"
-    bar = tqdm(total=total, unit=unit, desc="predict", dynamic_ncols=True, disable=None)
-    try:
-        summary = run_predict(
-            src,
-            args.out,
-            model=args.model,
-            detector=args.detector,
-            yunet_path=args.yunet,
-            backend=args.backend,
-            device=args.device,
-            threads=args.threads,
-            detect_every=args.detect_every,
-            track=not args.no_track,
-            smooth=None if args.no_smooth else args.smooth,
-            max_frames=args.max_frames,
-            annotate=not args.no_annotate,
-            show=show,
-            overwrite=args.overwrite,
-            on_frame=lambda _: bar.update(1),
-        )
-    finally:
-        bar.close()
-        src.close()
+    with pixel_limit(args.max_pixels):
+        src = open_source(args.source, exclude=[args.out] if args.out else [])
+        try:
+            recognizer = Recognizer(model=args.model, detector=args.detector, device=args.device, backend=args.backend,
+                                    yunet_path=args.yunet, threads=args.threads)
+            made: list[Path] = []
+            out = Path(args.out) if args.out else None
+            if out is None:
+                out, made = _new_run_dir(DEFAULT_OUT)
+            total = src.frame_count
+            if args.max_frames is not None:
+                total = min(total, args.max_frames) if total else args.max_frames
+            unit = "frame" if src.is_video else "image"
+            report = _Reporter(src, total, unit, human, json_lines)
+            try:
+                summary = run_predict(
+                    src, out, recognizer, model=args.model, detect_every=args.detect_every, track=not args.no_track,
+                    smooth=None if args.no_smooth else args.smooth, max_frames=args.max_frames,
+                    annotate=not args.no_annotate, show=show, overwrite=args.overwrite, on_frame=report,
+                )
+            except BaseException:
+                for d in made:  # a numbered folder made for this run, still empty: leave no trace
+                    if d.is_dir() and not any(d.iterdir()):
+                        d.rmdir()
+                raise
+            finally:
+                report.close()
+        finally:
+            src.close()
+
+    def say(line: str) -> None:
+        print(line, file=human)
 
     files = summary["files"]
-    print(f"{summary['source']}: {summary['faces']} face(s) in {summary['frames']} {unit}(s), "
-          f"{summary['fps']} {unit}s/s" + (" (interrupted)" if summary["interrupted"] else ""))
+    for line in report.track_lines():
+        say(line)
+    say(f"{summary['source']}: {summary['faces']} face(s) in {summary['frames']} {unit}(s), "
+        f"{summary['fps']} {unit}s/s" + (" (interrupted)" if summary["interrupted"] else ""))
     for f in summary["skipped"]:
-        print(f"skipped {f['reason']}")
-    print(f"wrote {files['results']}")
+        say(f"skipped {f['reason']}")
+    say(f"wrote {files['results']}")
     if "annotated" in files:
-        print(f"wrote {summary['annotated_images']} annotated image(s) to {files['annotated']}")
+        say(f"wrote {summary['annotated_images']} annotated image(s) to {files['annotated']}")
     for key in ("video", "timeline_csv", "timeline_png", "summary"):
         if key in files:
-            print(f"wrote {files[key]}")
+            say(f"wrote {files[key]}")
+    say(f"results saved to {out}")
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ferkit.app.args import add_dataset
+
 
 def register(sub, formatter) -> None:
     p = sub.add_parser(
@@ -17,8 +19,7 @@ def register(sub, formatter) -> None:
     )
     p.add_argument("folder", metavar="RUN_DIR|SWEEP_DIR", help="a run folder or a sweep folder")
     p.add_argument("--out", "-o", help="HTML file to write (default: FOLDER/report.html)")
-    p.add_argument("--data", "-d", help="dataset of a run report (default: the one the model was trained on)")
-    p.add_argument("--split", "-s", default="test", help="split evaluated in a run report")
+    add_dataset(p)  # of a run report
     p.add_argument("--n", type=int, default=8, help="images in the saliency grid of a run report")
     p.set_defaults(func=run)
 

@@ -7,6 +7,8 @@ import ipaddress
 import logging
 import os
 
+from ferkit.app.args import add_backend, add_detector, add_device, add_threads
+
 log = logging.getLogger(__name__)
 
 API_KEY_ENV = "FERKIT_API_KEY"
@@ -31,11 +33,9 @@ def register(sub, formatter) -> None:
     p.add_argument("--model", "-m", action="append", metavar="[NAME=]SPEC",
                    help="model to serve: 'default', a checkpoint, a run folder or an .onnx file; repeat to offer "
                         "several (the first is the default; clients choose with ?model=NAME); none given: 'default'")
-    p.add_argument("--detector", default="auto", choices=("auto", "yunet", "haar"), help="default face detector")
-    p.add_argument("--yunet", metavar="PATH", help="another YuNet weights file (default: the one shipped in the package, or $FERKIT_YUNET)")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnx", "onnx-int8"),
-                   help="inference backend (onnx-int8: the shipped model quantized, fastest on a CPU)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    add_detector(p)  # the default one; clients may choose another per request
+    add_backend(p)
+    add_device(p)
     p.add_argument("--api-key",
                    help=f"require this key in the X-API-Key header of /v1 requests; not given: ${API_KEY_ENV} if set")
     # Limits left unset take the server's own defaults (stated in the help, printed at start).
@@ -48,9 +48,12 @@ def register(sub, formatter) -> None:
     p.add_argument("--max-batch", type=int, default=unset, help="most face crops per batched forward pass (default: 64)")
     p.add_argument("--max-wait-ms", type=float, default=unset,
                    help="how long the batcher waits for more requests once one has arrived (default: 2)")
-    p.add_argument("--threads", type=int, default=unset,
-                   help="CPU threads per model forward pass (default: all cores); 1 helps on a machine whose cores are "
-                        "busy with other work")
+    add_threads(p)
+    p.add_argument("--max-decodes", type=int, default=unset,
+                   help="images (photos, live frames) decoded and processed at once; each holds its pixels in memory "
+                        "(default: 2 per CPU core, 2 to 16)")
+    p.add_argument("--max-queue", type=int, default=unset,
+                   help="images that may wait for a decode slot; further requests get 503 (default: 64)")
     p.add_argument("--job-ttl", type=float, default=unset,
                    help="seconds a finished video job's files are kept for download (default: 3600)")
     p.add_argument("--work-dir",
@@ -70,7 +73,7 @@ def _is_loopback(host: str) -> bool:
 def run(args) -> int:
     import uvicorn
 
-    from ferkit.app.server import create_app
+    from ferkit.app.serve import create_app
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
@@ -81,7 +84,7 @@ def run(args) -> int:
                     "(set --api-key or $%s)", args.host, API_KEY_ENV)
     options = {"max_upload_mb": "max_upload_mb", "max_video_mb": "max_video_mb", "max_pixels": "max_pixels",
                "max_video_seconds": "max_video_seconds", "max_batch": "max_batch", "max_wait_ms": "max_wait_ms",
-               "threads": "threads", "job_ttl": "job_ttl_s"}
+               "threads": "threads", "job_ttl": "job_ttl_s", "max_decodes": "max_decodes", "max_queue": "max_queue"}
     given = {key: getattr(args, name, None) for name, key in options.items()}
     app = create_app(
         model=args.model or ["default"], detector=args.detector, api_key=api_key, yunet_path=args.yunet,
@@ -95,7 +98,8 @@ def run(args) -> int:
         shown = "127.0.0.1"
     print(f"ferkit serve: models {', '.join(hub.recognizers)}; face detectors {', '.join(hub.detector_names)} "
           f"(default {hub.default_detector}); limits {lim['max_upload_mb']:g} MB per image, {lim['max_video_mb']:g} MB "
-          f"and {lim['max_video_seconds']:g} s per video, {lim['max_pixels']:,} pixels; "
+          f"and {lim['max_video_seconds']:g} s per video, {lim['max_pixels']:,} pixels, {lim['max_decodes']} images "
+          f"decoded at once ({lim['max_queue']} waiting); "
           f"API key {'required' if api_key else 'off'}")
     print(f"ferkit serve: open http://{shown}:{args.port}/  (API docs at /docs; stop with Ctrl-C)", flush=True)
     level = logging.getLogger().getEffectiveLevel()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ferkit.app.args import add_no_progress
+
 
 def register(sub, formatter) -> None:
     p = sub.add_parser(
@@ -28,7 +30,7 @@ def register(sub, formatter) -> None:
     p.add_argument("--only", help="run only the configurations matching these comma-separated names or patterns "
                    "(e.g. 'adam*,sgd*'); the sweep folder then describes just those")
     p.add_argument("--dry-run", action="store_true", help="check the grid and list the runs with their status; train nothing")
-    p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar (sequential runs)")
+    add_no_progress(p)
     p.set_defaults(func=run)
 
 

@@ -26,11 +26,19 @@ SPLIT_ALIASES = {
 }
 
 
-def canonical_split(name: str) -> str:
-    """Map a split name or alias (Training, PublicTest, valid, ...) to train/val/test."""
+# Not a split: every sample whatever its split, for scoring a folder root/<class>/* (which reads as all train).
+ALL = "all"
+
+
+def canonical_split(name: str, allow_all: bool = False) -> str:
+    """Map a split name or alias (Training, PublicTest, valid, ...) to train/val/test; with ``allow_all``
+    also accept ``"all"`` (every sample, for selecting what to score; never a split of a sample)."""
     key = str(name).strip().lower()
+    if allow_all and key == ALL:
+        return ALL
     if key not in SPLIT_ALIASES:
-        raise ValueError(f"unknown split {name!r}; expected one of {sorted(SPLIT_ALIASES)}")
+        also = f", or {ALL!r} for every image" if allow_all else ""
+        raise ValueError(f"unknown split {name!r}; expected one of {sorted(SPLIT_ALIASES)}{also}")
     return SPLIT_ALIASES[key]
 
 
@@ -100,8 +108,9 @@ class FerData:
         )
 
     def subset(self, split: str) -> FerData:
-        """Samples of one split (aliases such as PrivateTest accepted)."""
-        return self.select(self.split == canonical_split(split))
+        """Samples of one split (aliases such as PrivateTest accepted), or of all of them for ``"all"``."""
+        split = canonical_split(split, allow_all=True)
+        return self.select(np.ones(len(self), bool) if split == ALL else self.split == split)
 
     def splits(self) -> list[str]:
         present = set(self.split.tolist())

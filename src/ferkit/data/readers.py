@@ -1,8 +1,9 @@
 """Dataset readers: FER2013 CSV, image folders (Kaggle layout, labels.csv), FER+ votes.
 
-Every reader returns a :class:`~ferkit.data.dataset.FerData`. Unreadable files
-are reported by path (a warning, and ``meta["skipped"]``) and skipped; they
-never stop the whole load.
+Every reader returns a :class:`~ferkit.data.dataset.FerData`. Unreadable files,
+and images larger than the pixel limit (:func:`ferkit.imageio.current_max_pixels`,
+checked in the header before decoding), are reported by path (a warning, and
+``meta["skipped"]``) and skipped; they never stop the whole load.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import numpy as np
 from ferkit import labels as L
 from ferkit.data import cache
 from ferkit.data.dataset import SPLIT_ALIASES, FerData, canonical_split
-from ferkit.imageio import ImageReadError, is_image_file, read_image, to_model_channels
+from ferkit.imageio import (DEFAULT_MAX_PIXELS, ImageReadError, current_max_pixels, is_image_file, read_image,
+                            to_model_channels)
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +212,8 @@ def read_image_folder(
     files = [f for f, _, _ in items]
     fp_files = files + ([csv_path] if csv_path.is_file() else [])
     opts = {"labels": label_names, "size": image_size, "channels": channels, "csv": str(csv_path) if csv_path.is_file() else None}
+    if current_max_pixels() != DEFAULT_MAX_PIXELS:  # a file skipped as too large under one limit may load under another
+        opts["max_pixels"] = current_max_pixels()
 
     def build() -> FerData:
         override = {}

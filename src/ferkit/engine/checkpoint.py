@@ -12,6 +12,8 @@ A checkpoint is a dict::
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,14 @@ import torch
 from torch import nn
 
 from ferkit.engine.preprocess import Preprocess
-from ferkit.models.registry import create_model
+from ferkit.models.registry import create_model, model_info
 
 FORMAT = "ferkit"
 VERSION = 1
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "weights" / "default.pt"
+# What every --model / model= argument accepts (.onnx files are run by ONNX Runtime, not loaded here).
+MODEL_SPECS = ("'default' (the shipped model), a checkpoint file (.pt), a run folder from 'ferkit train', "
+               "or an .onnx file from 'ferkit export'")
 
 
 def save_checkpoint(obj: dict, path: str | Path) -> None:
@@ -36,7 +41,11 @@ def save_checkpoint(obj: dict, path: str | Path) -> None:
 
 
 def resolve_checkpoint_path(spec: str | Path) -> Path:
-    """``"default"`` -> the shipped model; a run folder -> its ``best.pt`` (else ``last.pt``); a file -> itself."""
+    """``"default"`` -> the shipped model; a run folder -> its ``best.pt`` (else ``last.pt``); a file -> itself.
+
+    Anything else raises FileNotFoundError saying what is accepted (and, for the name of a zoo
+    architecture such as ``resnet18``, that it is untrained).
+    """
     if str(spec) == "default":
         if not DEFAULT_MODEL.is_file():
             raise FileNotFoundError(f"the shipped default model is missing at {DEFAULT_MODEL}; reinstall ferkit")
@@ -48,16 +57,38 @@ def resolve_checkpoint_path(spec: str | Path) -> Path:
                 return p / name
         raise FileNotFoundError(f"{p}: a folder with no best.pt, last.pt or model.pt; is it a ferkit run folder?")
     if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such checkpoint file or run folder")
+        if not p.suffix and _is_zoo_name(str(spec)):
+            raise FileNotFoundError(f"{spec}: no such checkpoint file or run folder. {spec!r} names an architecture of "
+                                    f"the model zoo, which is untrained: train it first (ferkit train model={spec} ...), "
+                                    f"or give {MODEL_SPECS}")
+        raise FileNotFoundError(f"{p}: no such checkpoint file or run folder (expected {MODEL_SPECS})")
     return p
 
 
+def _is_zoo_name(name: str) -> bool:
+    try:
+        model_info(name)
+    except ValueError:
+        return False
+    return True
+
+
 def load_checkpoint(spec: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint dict as data (``weights_only``); a file that holds code or other objects is refused."""
     path = resolve_checkpoint_path(spec)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # Whatever the weights-only loader refuses (a pickled object, which may run code when loaded, or bytes
+        # that are no pickle at all). PyTorch's message advises weights_only=False, i.e. running what the file
+        # holds: never pass that on.
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" (an object of class {found.group(1)})" if found else ""
+        raise ValueError(f"{path}: not a safe ferkit checkpoint: it holds more than tensors and plain data{what}, "
+                         "and ferkit never loads objects or code from a model file") from None
     except Exception as exc:
-        raise ValueError(f"{path}: not a loadable ferkit checkpoint ({exc.__class__.__name__}: {exc})") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(f"{path}: not a loadable ferkit checkpoint ({exc.__class__.__name__}: {first})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path}: not a ferkit checkpoint (no 'format': 'ferkit' entry)")
     ckpt["path"] = str(path)

@@ -24,13 +24,14 @@ import torch
 
 from ferkit import labels as L
 from ferkit.data.augment import TTA_VIEWS
-from ferkit.data.dataset import FerData, canonical_split
+from ferkit.data.dataset import ALL, FerData, canonical_split
 from ferkit.data.readers import load_dataset
 from ferkit.engine.checkpoint import build_from_checkpoint, load_checkpoint
 from ferkit.engine.preprocess import Preprocess
 from ferkit.engine.trainer import autocast_dtype, images_to_tensor, predict_probs, select_device
 from ferkit.imageio import to_model_channels
-from ferkit.report.metrics import classification_metrics, confusion_markdown, per_class_markdown
+from ferkit.report.metrics import (classification_metrics, confusion_markdown, never_predicted, never_predicted_note,
+                                   per_class_markdown)
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +79,31 @@ def _is_fer2013(part: FerData) -> bool:
     return bool(_FER2013_FILE.match(first)) or str(part.meta.get("reader", "")).startswith(("fer2013", "ferplus"))
 
 
-def _split_title(part: FerData, split: str) -> str:
-    """``test`` or, for FER2013, ``test (FER2013 PrivateTest)``."""
+def split_title(part: FerData, split: str) -> str:
+    """``test`` or, for FER2013, ``test (FER2013 PrivateTest)``; for ``all``, ``every split (train + test)``
+    (``the whole dataset`` when it has one split, as a folder of class folders does)."""
+    if split == ALL:
+        present = part.splits()
+        names = [FER2013_SPLIT_NAMES[s] for s in present] if _is_fer2013(part) else present
+        return f"every split ({' + '.join(names)})" if len(names) > 1 else "the whole dataset"
     return f"{split} (FER2013 {FER2013_SPLIT_NAMES[split]})" if _is_fer2013(part) else split
+
+
+def split_images(part: FerData, split: str) -> str:
+    """``test (FER2013 PrivateTest) images``, or ``images of every split (...)`` for ``all``: for figure captions."""
+    title = split_title(part, split)
+    return f"images of {title}" if split == ALL else f"{title} images"
 
 
 def _split_role(split: str, cfg: dict, same_data: bool) -> str:
     """What a figure on this split means for this model (selection on the reported split is called out)."""
+    trained_on = cfg.get("data") or "none"
+    if split == ALL:
+        if same_data:
+            return ("every image of the dataset the model was trained on, its training images included, so this is "
+                    "not an estimate of accuracy on new faces; report the test split instead")
+        return (f"every image of a dataset other than the one named in the checkpoint ({trained_on}), whatever its "
+                "split; if the model learned from some of these images, this figure is optimistic")
     if split == canonical_split(cfg.get("train_split", "train")):
         role = "the training split: the model learned from these images, so this is not an estimate of accuracy on new faces"
     elif split == canonical_split(cfg.get("val_split", "val")):
@@ -94,17 +113,30 @@ def _split_role(split: str, cfg: dict, same_data: bool) -> str:
         role = "the held-out test split: not used for training or for choosing the checkpoint; this is the figure to report"
     if same_data:
         return role
-    trained_on = cfg.get("data") or "none"
     return f"from a dataset other than the one named in the checkpoint ({trained_on}); if it holds the same images, it is {role}"
 
 
-def _load_eval_data(data: str | Path | None, cfg: dict) -> tuple[FerData, Path, bool]:
+def trained_dataset(cfg: dict, model: str | Path) -> str:
+    """The dataset a checkpoint's config names, when it can be found from here; else an error asking for one.
+
+    The path is stored as it was given at training time, often relative (``../shared/...``), so it
+    resolves only from the folder training ran in.
+    """
+    trained_on = str(cfg.get("data") or "")
+    if not trained_on:
+        raise ValueError(f"{model}: the model does not name the dataset it was trained on; give one with --data PATH "
+                         "(a fer2013.csv or an image folder)")
+    if not Path(trained_on).exists():
+        raise FileNotFoundError(f"{model}: the model was trained on {trained_on}, which is not found from here "
+                                f"({Path.cwd()}); give the dataset with --data PATH (a fer2013.csv or an image folder)")
+    return trained_on
+
+
+def _load_eval_data(data: str | Path | None, cfg: dict, model: str | Path) -> tuple[FerData, Path, bool]:
     """The dataset to evaluate on; with the checkpoint's own dataset, also its label source (FER+ votes)."""
     trained_on = cfg.get("data") or ""
     if data is None:
-        if not trained_on:
-            raise ValueError("no dataset given and the checkpoint does not name the one it was trained on; pass --data PATH")
-        data = trained_on
+        data = trained_dataset(cfg, model)
     path = Path(data)
     same = bool(trained_on) and path.exists() and Path(trained_on).exists() and path.resolve() == Path(trained_on).resolve()
     ferplus = cfg.get("ferplus") if same else None
@@ -146,7 +178,7 @@ def evaluate(
     """Evaluate a model (checkpoint file, run folder or ``"default"``) on one split of a dataset.
 
     ``data``: a fer2013.csv or an image folder; default the dataset the model was trained on.
-    ``split``: train/val/test or an alias (Training, PublicTest, PrivateTest).
+    ``split``: train/val/test or an alias (Training, PublicTest, PrivateTest), or ``"all"`` (every image).
     Always reports the plain (no TTA) figures at the top level; with ``tta`` flip or
     tencrop also the ``"tta"`` figures. ``duplicates``: FER2013's duplicates.csv
     (default: ``duplicates.csv`` in the dataset folder, when present) for the
@@ -155,7 +187,7 @@ def evaluate(
     """
     if tta not in TTA_MODES:
         raise ValueError(f"unknown TTA mode {tta!r}; expected one of {', '.join(TTA_MODES)}")
-    split = canonical_split(split)
+    split = canonical_split(split, allow_all=True)
     if duplicates is not None and not Path(duplicates).is_file():  # fail before the slow part
         raise FileNotFoundError(f"{duplicates}: no such duplicates file (expected FER2013's duplicates.csv)")
     if str(model_spec).lower().endswith(".onnx"):
@@ -168,10 +200,10 @@ def evaluate(
     cfg = ckpt.get("config") or {}
     model = model.to(dev).eval()
 
-    ds, data_path, same_data = _load_eval_data(data, cfg)
+    ds, data_path, same_data = _load_eval_data(data, cfg, model_spec)
     part = ds.subset(split)
     if len(part) == 0:
-        raise ValueError(f"{data_path}: the {split!r} split is empty (splits present: {ds.splits()})")
+        raise ValueError(empty_split_message(data_path, split, ds))
     to_model = L.mapping(part.label_names, pre.label_names)
     unmapped = {n: int((part.labels == i).sum()) for i, n in enumerate(part.label_names) if to_model[i] < 0}
     try:
@@ -202,7 +234,7 @@ def evaluate(
         "architecture": ckpt["model"]["name"],
         "data": str(data_path),
         "split": split,
-        "split_title": _split_title(part, split),
+        "split_title": split_title(part, split),
         "split_role": _split_role(split, cfg, same_data),
         "unmapped": unmapped,
         **_score(y, probs, pre.label_names),
@@ -211,7 +243,7 @@ def evaluate(
 
     leaked = np.zeros(len(part), bool)
     dup_path = _find_duplicates(data_path, duplicates)
-    if dup_path is not None and split != "train":
+    if dup_path is not None and split in ("val", "test"):  # a leak is a test image also in train
         leaked = np.isin(part.sources, sorted(leaked_sources(dup_path)))
         keep = ~leaked
         result["leak_free"] = {
@@ -223,9 +255,20 @@ def evaluate(
     elif dup_path is None and _is_fer2013(part):
         log.info("no %s in %s: no leak-free figure (pass duplicates=... to get one)", DUPLICATES_NAME, data_path)
 
+    result["never_predicted"] = never_predicted(result)
+    if result["never_predicted"]:
+        log.warning("%s: %s", ckpt["path"], never_predicted_note(result["never_predicted"]))
     if out_dir is not None:
         write_outputs(result, part, probs, leaked, out_dir)
     return result
+
+
+def empty_split_message(data: str | Path, split: str, ds: FerData) -> str:
+    """Why there is nothing to score; a folder of class folders reads as one train split, so point at 'all'."""
+    hint = ""
+    if ds.splits() == ["train"] and split != "train":
+        hint = "; a folder root/<class>/* reads as the train split: --split all scores every image"
+    return f"{data}: the {split!r} split is empty (splits present: {ds.splits()}){hint}"
 
 
 def write_outputs(result: dict, part: FerData, probs: dict[str, np.ndarray], leaked: np.ndarray, out_dir: str | Path) -> None:
@@ -273,6 +316,8 @@ def format_summary(result: dict) -> str:
     if any(r["unmapped"].values()):
         left = ", ".join(f"{k} ({v})" for k, v in r["unmapped"].items() if v)
         lines.append(f"- left out images of classes the model does not know: {left}")
+    if r.get("never_predicted"):
+        lines.append(f"- **warning**: {never_predicted_note(r['never_predicted'])}")
     absent = [n for n in r["labels"] if r["per_class"][n]["support"] == 0]
     if absent:
         lines.append(f"- model classes with no image in this split (left out of macro-F1): {', '.join(absent)}")

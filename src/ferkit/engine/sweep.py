@@ -52,6 +52,7 @@ import numpy as np
 import yaml
 
 from ferkit.engine.config import RUNTIME_KEYS, TrainConfig, load_config, parse_value
+from ferkit.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -581,7 +582,7 @@ def run_sweep(
     between them unless the config sets ``threads``); ``devices`` (e.g. ``["cuda:0", "cuda:1"]``)
     gives each process slot its own device (and ``parallel`` defaults to their number).
     Finished runs are skipped and interrupted ones resumed. Failed runs do not stop the
-    others; they are listed in a RuntimeError at the end, after the summary is written.
+    others; they are listed in a :class:`~ferkit.errors.UsageError` (a RuntimeError) at the end, after the summary is written.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -620,7 +621,7 @@ def run_sweep(
     result = SweepResult(out, [r.label for r in todo if r.status == "new" and r.label in done_labels],
                          [r.label for r in todo if r.status == "resume" and r.label in done_labels], skipped, failed, summary)
     if failed:
-        raise RuntimeError(f"{len(failed)} of {len(runs)} runs failed (summary written for the rest; re-run the "
+        raise UsageError(f"{len(failed)} of {len(runs)} runs failed (summary written for the rest; re-run the "
                            f"same command to retry them): {'; '.join(failed)}")
     return result
 

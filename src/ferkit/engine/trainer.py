@@ -33,7 +33,7 @@ from ferkit.data.augment import TTA_VIEWS, AugmentConfig, BatchAugment, resize_b
 from ferkit.data.dataset import FerData
 from ferkit.data.readers import load_dataset
 from ferkit.engine import checkpoint as ckpt_io
-from ferkit.engine.config import RUNTIME_KEYS, TrainConfig
+from ferkit.engine.config import RUNTIME_KEYS, TrainConfig, load_config
 from ferkit.engine.optim import Schedule, WeightEMA, build_optimizer
 from ferkit.engine.preprocess import Preprocess
 from ferkit.models.registry import create_model, model_info
@@ -75,15 +75,20 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 def stratified_subset(data: FerData, n: int, seed: int) -> FerData:
-    """A seeded subset of about ``n`` samples with the class proportions of ``data``."""
+    """A seeded subset of exactly ``n`` samples with the class proportions of ``data``.
+
+    Each class gets the whole part of its share of ``n``; the samples left over go to the
+    classes with the largest remainders (rounding each class on its own could give n + 1).
+    """
     if n <= 0 or n >= len(data):
         return data
     rng = np.random.default_rng(seed)
-    keep = []
-    for c in range(data.num_classes):
-        idx = np.where(data.labels == c)[0]
-        k = int(round(len(idx) * n / len(data)))
-        keep.append(rng.choice(idx, size=min(k, len(idx)), replace=False))
+    counts = np.bincount(data.labels, minlength=data.num_classes)
+    quota = counts * n / len(data)
+    take = np.floor(quota).astype(np.int64)
+    left = n - int(take.sum())  # < num_classes, and every class with a remainder has room for one more
+    take[np.argsort(-(quota - take), kind="stable")[:left]] += 1
+    keep = [rng.choice(np.where(data.labels == c)[0], size=int(k), replace=False) for c, k in enumerate(take)]
     return data.select(np.sort(np.concatenate(keep)))
 
 
@@ -162,9 +167,11 @@ class Trainer:
         self.rank = int(os.environ.get("RANK", "0"))
         self.is_main = self.rank == 0
         last = self.out / "last.pt"
-        if resume:
-            if not last.is_file():
-                raise FileNotFoundError(f"{self.out}: nothing to resume (no last.pt); start a run without --resume")
+        if resume and not last.is_file():
+            # Killed before its first checkpoint: nothing to continue, so start again, in the same folder.
+            self.cfg = cfg = self._restart_config(cfg, runtime)
+            self._resume_state = None
+        elif resume:
             saved = ckpt_io.load_checkpoint(last)
             bad = sorted(set(runtime or {}) - set(RUNTIME_KEYS))
             if bad:
@@ -244,6 +251,23 @@ class Trainer:
         self.tb = None
 
     # -- state
+
+    def _restart_config(self, cfg: TrainConfig | None, overrides: dict | None) -> TrainConfig:
+        """The config of a run folder that has no checkpoint yet: ``cfg`` if given, else its saved config.yaml
+        (plus ``overrides``), else the overrides alone."""
+        saved = self.out / "config.yaml"
+        if cfg is not None:
+            where = "the given config"
+        elif saved.is_file():
+            cfg, where = load_config(saved, overrides), f"its saved {saved.name}"
+        elif overrides:
+            cfg, where = load_config(None, overrides), "the given settings"
+        else:
+            raise FileNotFoundError(f"{self.out}: nothing to resume (no last.pt) and no config.yaml to start from; "
+                                    "start the run without --resume, with --recipe and/or KEY=VALUE settings")
+        log.info("%s: no checkpoint yet (the run stopped before its first epoch ended): starting from scratch with %s",
+                 self.out, where)
+        return cfg
 
     @property
     def eval_model(self) -> nn.Module:
@@ -365,7 +389,9 @@ class Trainer:
         if self.progress and self.is_main:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
+            # disable=None: no bar when stderr is not a terminal (a log file or a pipe would receive every
+            # \r update); the per-epoch log line in fit() is the record there.
+            bar = tqdm(total=steps, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=None)
         for step in range(steps):
             idx = order[step * bs : (step + 1) * bs].to(self.device)
             x = self._prepare(self.train_t.x[idx])
@@ -508,5 +534,6 @@ class Trainer:
 def train(cfg: TrainConfig | None, out_dir: str | Path, resume: bool = False, progress: bool = False,
           runtime: dict | None = None) -> dict:
     """Train ``cfg`` into the run folder ``out_dir``, or continue it with ``resume`` (``cfg`` is then ignored
-    and ``runtime`` may change threads/device); returns the summary."""
+    and ``runtime`` may change threads/device); returns the summary. With ``resume`` and no checkpoint in
+    ``out_dir`` yet, the run starts from scratch with ``cfg``, else its saved config.yaml (+ ``runtime``)."""
     return Trainer(cfg, out_dir, resume=resume, progress=progress, runtime=runtime).fit()

@@ -179,6 +179,12 @@ def _check_out_dir(out: Path, src: Source, overwrite: bool) -> None:
         raise FileExistsError(f"{out}: exists and is not a folder; give --out a folder")
     if src.path is not None and out.resolve() == src.path.resolve():
         raise ValueError(f"{out}: the output folder is the source itself; choose another --out")
+    if src.kind == "folder" and src.path is not None and src.path.resolve() in out.resolve().parents:
+        # As the data tools do: annotated copies inside an image folder are read as inputs by the next run,
+        # and become training images when the folder is a dataset (DS/happy/pred/*.jpg labelled happy).
+        raise ValueError(f"{out}: the output folder is inside the source folder {src.path}; its annotated images "
+                         "would become inputs of the next run (training images, if it is a dataset). "
+                         "Choose an --out outside it")
     earlier = [n for n in (RESULTS_NAME, SUMMARY_NAME) if (out / n).exists()]
     if earlier and not overwrite:
         raise FileExistsError(f"{out}: already holds the results of an earlier run ({', '.join(earlier)}); "
@@ -217,7 +223,7 @@ def run_predict(
     (``annotated/<relative name>.jpg``) or an annotated video (``annotated.mp4``,
     the source's fps and size), and for videos ``timeline.csv`` + ``timeline.png``
     (mean probability per emotion over time). Refuses a folder that holds an
-    earlier run's results unless ``overwrite``; input files are never overwritten.
+    earlier run's results unless ``overwrite``, and one inside a source folder; input files are never overwritten.
     ``recognizer``: a ready Recognizer, else one is built from model/detector/backend/device/threads.
     ``on_frame`` is called after each frame (the CLI's progress bar). Ctrl-C stops
     a stream cleanly: outputs are finished and the summary says ``interrupted``.
@@ -249,8 +255,10 @@ def run_predict(
     interrupted = False
     t0 = time.perf_counter()
     try:
+        # Still images one at a time, so each one's time (the CLI's line per image) is its own; grouping them
+        # gained nothing measurable (16 photos: 1.7-1.8 s either way on 2 cores).
         for result in predict_stream(src, recognizer, detect_every=detect_every, track=track, smooth=smooth,
-                                     max_frames=max_frames):
+                                     max_frames=max_frames, batch_frames=4 if src.is_video else 1):
             frames += 1
             faces += len(result.faces)
             jsonl.write(result)
@@ -261,7 +269,7 @@ def run_predict(
                 if annotate and src.is_video:
                     if video is None:
                         h, w = drawn.shape[:2]
-                        video = VideoWriter(out / VIDEO_NAME, src.fps or FALLBACK_FPS, (w, h))
+                        video = VideoWriter(out / VIDEO_NAME, src.fps or FALLBACK_FPS, (w, h), audio_from=src.path)
                     video.write(drawn)
                 elif images is not None:
                     src_path = Path(result.source)

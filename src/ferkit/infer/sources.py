@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ferkit.errors import UsageError
 from ferkit.imageio import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_bgr
 
 log = logging.getLogger(__name__)
@@ -225,9 +226,9 @@ class LiveSource(_CaptureSource):
         if not cap.isOpened():
             cap.release()
             if isinstance(target, int):
-                raise RuntimeError(f"no camera at index {target} (OpenCV could not open it; "
-                                   "is a camera connected and free, and is this process allowed to use it?)")
-            raise RuntimeError(f"{target}: cannot open the stream (check the URL, the network and the codec)")
+                raise UsageError(f"no camera at index {target} (OpenCV could not open it; "
+                                 "is a camera connected and free, and is this process allowed to use it?)")
+            raise UsageError(f"{target}: cannot open the stream (check the URL, the network and the codec)")
         self._cap: cv2.VideoCapture | None = cap
         self._describe(cap)
 
@@ -282,8 +283,8 @@ def open_source(spec: str | int | Path, exclude: list[str | Path] | None = None)
 
     ``exclude`` lists folders to leave out of a folder source (e.g. the output folder).
     Raises FileNotFoundError for a path that does not exist, ValueError for an
-    unreadable image, an empty folder or a video with no frames, RuntimeError
-    for a camera or stream that cannot be opened.
+    unreadable image, an empty folder or a video with no frames, :class:`~ferkit.errors.UsageError`
+    (a RuntimeError) for a camera or stream that cannot be opened.
     """
     if isinstance(spec, bool):
         raise TypeError(f"source must be a path, URL or camera index, got {spec!r}")

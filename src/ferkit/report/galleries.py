@@ -9,7 +9,9 @@ PNG grids and lists every shown image in ``galleries.csv``.
 from __future__ import annotations
 
 import csv
+import json
 import logging
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,18 @@ class SplitPredictions:
     split: str
     model: nn.Module
     pre: Preprocess
+    total: int = 0  # images of the split before ``limit`` (0: not known, taken as all)
+    seed: int = 0  # of the stratified sample, when there is one
+    what: str = ""  # e.g. "test (FER2013 PrivateTest) images"
+
+    @property
+    def subset(self) -> str:
+        """Which images these are, e.g. "600 of 3,589 test (FER2013 PrivateTest) images (stratified sample, seed 0)"."""
+        n, what = len(self.labels), self.what or f"{self.split} images"
+        total = max(self.total, n)
+        if n < total:
+            return f"{n:,} of {total:,} {what} (stratified sample, seed {self.seed})"
+        return f"all {n:,} {what}"
 
     @property
     def pred(self) -> np.ndarray:
@@ -44,8 +58,9 @@ class SplitPredictions:
 
 
 def predict_split(model_spec: str | Path = "default", data: str | Path | None = None, split: str = "test",
-                  limit: int = 0, seed: int = 0, device: str = "cpu", batch_size: int = 256) -> SplitPredictions:
-    """Load a model (checkpoint, run folder or ``"default"``) and predict every image of one split of ``data``.
+                  limit: int = 0, seed: int = 0, device: str = "auto", batch_size: int = 256) -> SplitPredictions:
+    """Load a model (checkpoint, run folder or ``"default"``) and predict every image of one split of ``data``
+    (``"all"``: every image).
 
     ``data`` defaults to the dataset the model was trained on; ``limit`` > 0 keeps a seeded,
     class-stratified subset of that many images (quick looks at large splits).
@@ -54,32 +69,34 @@ def predict_split(model_spec: str | Path = "default", data: str | Path | None = 
     from ferkit.data.dataset import canonical_split
     from ferkit.data.readers import load_dataset
     from ferkit.engine.checkpoint import build_from_checkpoint, load_checkpoint
-    from ferkit.engine.trainer import images_to_tensor, predict_probs, stratified_subset
+    from ferkit.engine.evaluate import empty_split_message, split_images, trained_dataset
+    from ferkit.engine.trainer import images_to_tensor, predict_probs, select_device, stratified_subset
     from ferkit.imageio import to_model_channels
 
-    split = canonical_split(split)
+    split = canonical_split(split, allow_all=True)
     ckpt = load_checkpoint(model_spec)
     model, pre = build_from_checkpoint(ckpt)
+    device = select_device(device)
     model = model.to(device).eval()
-    cfg = ckpt.get("config") or {}
     if data is None:
-        data = cfg.get("data")
-        if not data:
-            raise ValueError(f"{ckpt['path']}: the checkpoint names no dataset; pass --data PATH")
+        data = trained_dataset(ckpt.get("config") or {}, ckpt["path"])
     ds = load_dataset(data)
     part = ds.subset(split)
     if len(part) == 0:
-        raise ValueError(f"{data}: the {split!r} split is empty (splits present: {ds.splits()})")
+        raise ValueError(empty_split_message(data, split, ds))
     if (L.mapping(part.label_names, pre.label_names) < 0).all():
         raise ValueError(f"{data}: its classes {list(part.label_names)} share no name with the model's {list(pre.label_names)}")
     part = part.remap(pre.label_names)
+    total, what = len(part), split_images(part, split)
     part = stratified_subset(part, limit, seed)
     images = part.images
     if part.channels != pre.channels:
         images = np.stack([to_model_channels(im, pre.channels) for im in images])
     probs = predict_probs(model, images_to_tensor(images).to(device), pre, "none", batch_size)
-    log.info("predicted %d %s images of %s with %s", len(part), split, data, ckpt["path"])
-    return SplitPredictions(images, part.labels, probs, part.sources, tuple(pre.label_names), split, model, pre)
+    sp = SplitPredictions(images, part.labels, probs, part.sources, tuple(pre.label_names), split, model, pre,
+                          total=total, seed=seed, what=what)
+    log.info("predicted %s of %s with %s", sp.subset, data, ckpt["path"])
+    return sp
 
 
 def confused_pairs(labels: np.ndarray, pred: np.ndarray, num_classes: int, k: int = 4) -> list[tuple[int, int, int]]:
@@ -145,34 +162,47 @@ def _draw(sp: SplitPredictions, rows: list[tuple[str, np.ndarray]], n: int, path
             ax.imshow(im, cmap="gray" if im.ndim == 2 else None, vmin=0, vmax=255)
             cap = f"{sp.label_names[sp.pred[i]]} {sp.confidence[i]:.2f}" if show_pred else f"{sp.confidence[i]:.2f}"
             ax.set_title(cap, fontsize=6, pad=2)
-    fig.suptitle(title, fontsize=8)
+    # Wrapped to the figure's width (about 13 characters per inch at 8 pt): the subset line is long.
+    width = max(20, int(fig.get_figwidth() * 13))
+    fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.splitlines()), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def write_galleries(sp: SplitPredictions, out_dir: str | Path, n: int = 8, pairs: int = 4) -> dict[str, Path]:
-    """Write ``gallery_correct.png``, ``gallery_wrong.png``, ``gallery_confused.png`` and ``galleries.csv`` into ``out_dir``.
+    """Write ``gallery_correct.png``, ``gallery_wrong.png``, ``gallery_confused.png``, ``galleries.csv`` and
+    ``galleries.json`` (which images the galleries were drawn from, and the accuracy on them) into ``out_dir``.
 
-    Returns ``{kind: path}``. Captions give the predicted class (wrong / confused) and its probability.
+    Returns ``{kind: path}``. Captions give the predicted class (wrong / confused) and its probability; each
+    title names the images scored, which may be a sample of the split (``limit``), not the whole of it.
     """
+    from ferkit.report.metrics import classification_metrics, never_predicted, never_predicted_note
+
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ex = select_examples(sp, n, pairs)
     acc = float((sp.pred == sp.labels).mean())
-    what = f"{sp.split} split, {len(sp.labels)} images, accuracy {acc:.3f}"
+    missing = never_predicted(classification_metrics(sp.labels, sp.probs, sp.label_names))
+    if missing:
+        log.warning("%s: %s", sp.subset, never_predicted_note(missing))
+    what = f"gallery: {sp.subset}; accuracy on them {100 * acc:.2f} %"
     paths = {}
     titles = {
-        "correct": (f"most confident correct predictions per class\n{what}; caption: probability", False),
-        "wrong": (f"most confident wrong predictions per true class\n{what}; caption: predicted class, probability", True),
-        "confused": (f"most confused class pairs: true → predicted (count)\n{what}; caption: predicted class, probability",
+        "correct": (f"most confident correct predictions per class\n{what}\ncaption: probability", False),
+        "wrong": (f"most confident wrong predictions per true class\n{what}\ncaption: predicted class, probability", True),
+        "confused": (f"most confused class pairs: true → predicted (count)\n{what}\ncaption: predicted class, probability",
                      True),
     }
     for kind, (title, show_pred) in titles.items():
         paths[kind] = out / f"gallery_{kind}.png"
         _draw(sp, ex[kind], n, paths[kind], title, show_pred)
+    paths["json"] = out / "galleries.json"
+    paths["json"].write_text(json.dumps({"subset": sp.subset, "split": sp.split, "n": len(sp.labels),
+                                         "total": max(sp.total, len(sp.labels)), "seed": sp.seed, "accuracy": acc,
+                                         "never_predicted": missing}, indent=2))
     paths["csv"] = out / "galleries.csv"
     with open(paths["csv"], "w", newline="") as fh:
         w = csv.writer(fh)

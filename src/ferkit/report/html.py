@@ -37,6 +37,7 @@ td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px soli
 pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}.figs{display:flex;flex-wrap:wrap;gap:1em}
 .kpi{display:inline-block;margin:.3em 1.2em .3em 0}.kpi b{display:block;font-size:1.4em}.note{color:#666;font-size:.9em}
 code{background:#f4f4f4;padding:0 .2em}table.kv td{text-align:left}
+.warn{background:#fff4e5;border-left:4px solid #e69500;padding:.4em .8em}
 """
 
 
@@ -149,10 +150,11 @@ def _saliency_png(run: Path, data: str | None, split: str, n: int, seed: int = 0
 
     from ferkit.data.readers import load_dataset
     from ferkit.engine.checkpoint import load_checkpoint, load_model
+    from ferkit.engine.evaluate import split_images, trained_dataset
     from ferkit.report.saliency import explain_images, save_explanation_grid
 
     model, pre = load_model(run)
-    data = data or (load_checkpoint(run).get("config") or {}).get("data")
+    data = data or trained_dataset(load_checkpoint(run).get("config") or {}, run)
     part = load_dataset(data).subset(split).remap(pre.label_names)
     rng = np.random.default_rng(seed)
     per_class = [rng.permutation(np.where(part.labels == c)[0]) for c in range(len(pre.label_names))]
@@ -160,18 +162,41 @@ def _saliency_png(run: Path, data: str | None, split: str, n: int, seed: int = 0
     if not pick:
         raise ValueError(f"{data}: no {split} images of the model's classes to explain")
     ex = explain_images(model, pre, part.images[pick], labels=part.labels[pick], names=list(part.sources[pick]))
+    what = f"saliency: {len(pick)} of the {len(part):,} {split_images(part, split)} (one per class in turn, seed {seed})"
     buf = io.BytesIO()
-    save_explanation_grid(ex, buf, title=f"{len(pick)} {split} images (one per class in turn, seed {seed})")
-    return buf.getvalue(), f"{len(pick)} images of the {split} split of {data}"
+    save_explanation_grid(ex, buf, title=what)
+    return buf.getvalue(), f"{what}, of {data}"
+
+
+def _gallery_captions(run: Path, ev: dict) -> list[str]:
+    """The explain galleries of a run folder, each captioned with the images it was drawn from (galleries.json):
+    ``ferkit explain --limit`` scores a sample, whose accuracy differs from the evaluation's."""
+    out = []
+    for folder in sorted({g.parent for g in run.glob("explain*/gallery_*.png")}):
+        meta = {}
+        if (folder / "galleries.json").is_file():
+            try:
+                meta = json.loads((folder / "galleries.json").read_text())
+            except (OSError, json.JSONDecodeError):
+                meta = {}
+        if meta:
+            note = (f"galleries from {folder.name}/: {meta['subset']}; accuracy on them {_pct(meta['accuracy'])} "
+                    f"(the evaluation above: {ev['n']:,} images, {_pct(ev['accuracy'])})")
+        else:
+            note = f"galleries from {folder.name}/: which images they were drawn from is not recorded (an older ferkit explain)"
+        out.append(f'<p class="note">{html.escape(note)}</p>')
+        out += [_img(g, g.stem) for g in sorted(folder.glob("gallery_*.png"))]
+    return out
 
 
 def run_report(run_dir: str | Path, data: str | None = None, split: str = "test", n: int = 8) -> str:
     """The HTML text of a run folder's report (evaluates the split first when no evaluation of it exists)."""
     from ferkit.data.dataset import canonical_split
+    from ferkit.report.metrics import never_predicted, never_predicted_note
     from ferkit.report.plots import plot_confusion, plot_curves
 
     run = Path(run_dir)
-    split = canonical_split(split)
+    split = canonical_split(split, allow_all=True)
     cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else None
     body = []
@@ -210,6 +235,10 @@ def run_report(run_dir: str | Path, data: str | None = None, split: str = "test"
 
     # evaluation
     ev = None if data else _find_eval(run, split)
+    if ev is not None:  # from an earlier evaluation (evaluate() logs the warning when it runs now)
+        ev.setdefault("never_predicted", never_predicted(ev))
+        if ev["never_predicted"]:
+            log.warning("%s: %s", ev["model"], never_predicted_note(ev["never_predicted"]))
     if ev is None and any((run / n_).is_file() for n_ in ("best.pt", "last.pt")):
         from ferkit.engine.evaluate import evaluate
 
@@ -222,6 +251,8 @@ def run_report(run_dir: str | Path, data: str | None = None, split: str = "test"
         body.append(f"<p>{html.escape(ev['model'])} on <code>{html.escape(ev['data'])}</code>, {ev['n']} images: "
                     f"accuracy <b>{_pct(ev['accuracy'])}</b>, top-2 {_pct(ev['top2'])}, macro-F1 {ev['macro_f1']:.3f}. "
                     f"This split is {html.escape(ev['split_role'])}.</p>")
+        if ev.get("never_predicted"):
+            body.append(f'<p class="warn"><b>Warning:</b> {html.escape(never_predicted_note(ev["never_predicted"]))}.</p>')
         if ev.get("leak_free"):
             lf = ev["leak_free"]
             body.append(f"<p>Leak-free (without the {lf['dropped']} images that have an identical copy in Training): "
@@ -243,9 +274,7 @@ def run_report(run_dir: str | Path, data: str | None = None, split: str = "test"
         body.append("<h2>What the model looks at</h2>")
         body.append(f'<p class="note">{html.escape(what)}: original | vanilla-gradient saliency | Grad-CAM over the image, '
                     "for the predicted class; red titles are mistakes.</p>" + _img(png, "saliency grid"))
-        gal = sorted(run.glob("explain*/gallery_*.png"))
-        for g in gal:
-            body.append(_img(g, g.stem))
+        body += _gallery_captions(run, ev)
 
     body.append("<h2>Resolved config</h2><pre>" + html.escape(yaml.safe_dump(cfg, sort_keys=False)) + "</pre>")
     body.append(_env_section())

@@ -61,3 +61,20 @@ def confusion_markdown(m: dict) -> str:
     for name, row in zip(names, m["confusion_matrix"]):
         lines.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + f" | {sum(row)} |")
     return "\n".join(lines)
+
+
+def never_predicted(m: dict) -> list[str]:
+    """Classes with images in the split that the model never predicts (their F1 is 0 by construction).
+
+    A collapsed class is easy to miss behind a fair accuracy, so reports and logs call it out.
+    """
+    cm = np.asarray(m["confusion_matrix"])
+    return [name for i, name in enumerate(m["labels"]) if cm[i].sum() > 0 and cm[:, i].sum() == 0]
+
+
+def never_predicted_note(names: list[str]) -> str:
+    """The warning sentence for :func:`never_predicted` classes ("" when there are none)."""
+    if not names:
+        return ""
+    return (f"the model never predicts {', '.join(names)} on these images (F1 = 0): "
+            f"{'that class is' if len(names) == 1 else 'those classes are'} missed entirely, whatever the accuracy")
