@@ -39,6 +39,11 @@ class AugmentConfig:
     lowres: float = 0.0  # probability of down-sampling to a random side in lowres_size and back (small faces)
     lowres_size: tuple[int, int] = (16, 32)  # in pixels
 
+    def __post_init__(self):
+        pads = (self.pad,) if isinstance(self.pad, str) else tuple(self.pad)
+        if not pads or set(pads) - {"zeros", "border", "reflection"}:
+            raise ValueError(f"augment pad must be zeros, border, reflection or a list of them, got {self.pad!r}")
+
     @classmethod
     def from_spec(cls, spec: object) -> AugmentConfig | None:
         """``"default"`` / ``"strong"`` / ``"none"`` / a dict of fields (over the defaults)."""
@@ -105,9 +110,6 @@ class BatchAugment:
         theta = self.geometry(b, g, dev).to(x.dtype)
         grid = F.affine_grid(theta, [b, ch, self.out_size, self.out_size], align_corners=False)
         pads = (c.pad,) if isinstance(c.pad, str) else tuple(c.pad)
-        bad = sorted(set(pads) - {"zeros", "border", "reflection"})
-        if bad or not pads:
-            raise ValueError(f"augment pad must be zeros, border, reflection or a list of them, got {c.pad!r}")
         if len(pads) == 1:
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode=pads[0], align_corners=False)
         else:  # one padding mode per sample

@@ -86,6 +86,52 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def validate(self, check_data: bool = False) -> TrainConfig:
+        """Check what the dataclass cannot: optimizer, schedule, model and its kwargs, augmentation, amp, TTA,
+        numbers in range, and (``check_data``) that the dataset exists. Cheap: models are built on the ``meta``
+        device and nothing is read. Raises ValueError / FileNotFoundError naming the bad value and the valid ones;
+        returns ``self``. :func:`load_config` calls it, so a bad setting fails before any data is read."""
+        import inspect
+
+        import torch
+        from torch import nn
+
+        from ferkit.data.augment import TTA_VIEWS, AugmentConfig
+        from ferkit.engine.optim import Schedule, build_optimizer
+        from ferkit.models.registry import model_info
+        from ferkit.runtime import autocast_dtype
+
+        if check_data:
+            if not self.data:
+                raise ValueError("no dataset given: set data=PATH (a fer2013.csv or an image folder)")
+            if not Path(self.data).exists():
+                raise FileNotFoundError(f"data={self.data}: dataset not found (expected a fer2013.csv file or an image folder)")
+        info = model_info(self.model)
+        try:
+            inspect.signature(info.fn).bind(num_classes=7, in_chans=self.channels or 1, **self.model_kwargs)
+        except TypeError as exc:
+            valid = [p for p in inspect.signature(info.fn).parameters if p not in ("num_classes", "in_chans")]
+            raise ValueError(f"model {self.model} does not take model_kwargs {self.model_kwargs} ({exc}); "
+                             f"its keyword arguments: {', '.join(valid) or 'none'}") from None
+        if "weights" not in self.model_kwargs:  # a weights file is read at build time: leave it to the run
+            with torch.device("meta"):
+                info.fn(num_classes=7, in_chans=self.channels or (3 if info.family == "pretrained" else 1), **self.model_kwargs)
+        Schedule(build_optimizer(nn.Linear(1, 1), self), self, steps_per_epoch=1)
+        AugmentConfig.from_spec(self.augment)
+        autocast_dtype(self.amp, torch.device("cpu"))
+        for key in ("tta", "distill_tta"):
+            if getattr(self, key) not in TTA_VIEWS:
+                raise ValueError(f"unknown {key} mode {getattr(self, key)!r}; valid: {', '.join(TTA_VIEWS)}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1 (got epochs={self.epochs}, batch_size={self.batch_size})")
+        if self.ferplus_mode not in ("majority", "soft"):
+            raise ValueError(f"unknown ferplus_mode {self.ferplus_mode!r}; valid: majority, soft")
+        if self.distill and not 0.0 < self.distill_weight <= 1.0:
+            raise ValueError(f"distill_weight must be in (0, 1], got {self.distill_weight}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1) (a decay per step, e.g. 0.9995; 0 turns it off), got {self.ema}")
+        return self
+
 
 def _field_types() -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -182,4 +228,4 @@ def load_config(recipe: str | Path | None = None, overrides: dict | list[str] | 
     for upd, where in ((overrides or {}, "override"), (kwargs, "argument")):
         _check_keys(upd, where)
         cfg = _merge(cfg, upd)
-    return TrainConfig(**_coerce(cfg))
+    return TrainConfig(**_coerce(cfg)).validate()
