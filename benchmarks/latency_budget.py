@@ -35,7 +35,7 @@ from _fer_worker import time_calls  # the one timing protocol, shared with the f
 from vs_peers import SHARED, FerWorker, load_crops, loadavg, ms_stats, parse_run_args, system_info, write_report
 
 from ferkit.engine.checkpoint import load_checkpoint, save_checkpoint
-from ferkit.infer.export import export_onnx, export_onnx_int8
+from ferkit.engine.export import export_onnx, export_onnx_int8
 from ferkit.infer.recognizer import DEFAULT_INT8, Recognizer, _onnx_path_for
 from ferkit.models.registry import create_model
 from ferkit.models.summary import count_flops, count_params

@@ -55,7 +55,7 @@ from ferkit.engine.preprocess import CropGeometry
 from ferkit.infer.align import crop_faces
 from ferkit.infer.detectors import create_detector
 from ferkit.infer.recognizer import Recognizer
-from ferkit.report.metrics import classification_metrics
+from ferkit.metrics import classification_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from ferkit.engine.config import load_config
-from ferkit.engine.trainer import Trainer, autocast
+from ferkit.engine.trainer import Trainer
+from ferkit.runtime import autocast
 
 
 def model_only_epoch(tr: Trainer, steps: int) -> float:

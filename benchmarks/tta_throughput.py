@@ -23,7 +23,8 @@ from ferkit.data.augment import TTA_VIEWS
 from ferkit.data.readers import load_dataset
 from ferkit.engine.checkpoint import load_model
 from ferkit.engine import trainer
-from ferkit.engine.trainer import autocast_dtype, images_to_tensor, predict_probs
+from ferkit.engine.trainer import images_to_tensor, predict_probs
+from ferkit.runtime import autocast_dtype
 
 
 def main() -> None:

@@ -79,7 +79,7 @@ from _fer_worker import time_calls  # the one timing protocol, shared with the f
 from ferkit.infer.detectors import create_detector
 from ferkit.infer.recognizer import Recognizer
 from ferkit.labels import FER2013, canonical, mapping
-from ferkit.report.metrics import classification_metrics
+from ferkit.metrics import classification_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FERKIT_SHARED", REPO.parent / "shared"))
@@ -210,7 +210,7 @@ def model_only_fn(rec: Recognizer, crop_bgr: np.ndarray):
     """``(fn, input)``: the bare network call of ``rec`` (torch module or ONNX Runtime session) on a ready tensor."""
     pre = rec.preprocess
     batch = pre.prepare_images([crop_bgr], order="bgr")
-    from ferkit.infer.export import OnnxClassifier
+    from ferkit.engine.export import OnnxClassifier
 
     clf = rec.classifier
     if isinstance(clf, OnnxClassifier):  # session.run on a float32 array

@@ -12,7 +12,7 @@ from ferkit.app.cli import main as cli
 from ferkit.engine.config import load_config
 from ferkit.engine.evaluate import evaluate
 from ferkit.engine.trainer import train
-from ferkit.models.bench import BenchSettings, bench_models, state_dict_bytes
+from ferkit.report.bench import BenchSettings, bench_models, state_dict_bytes
 from ferkit.models.registry import create_model, list_models
 from ferkit.models.summary import model_table
 

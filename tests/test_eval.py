@@ -16,7 +16,7 @@ from conftest import FER_ROOT, REPO, make_fer_slice
 
 from ferkit.app.cli import main
 from ferkit.labels import FER5, FER2013
-from ferkit.report.metrics import classification_metrics, confusion_markdown
+from ferkit.metrics import classification_metrics, confusion_markdown
 
 DUPLICATES = FER_ROOT / "duplicates.csv"
 
@@ -263,7 +263,7 @@ def test_split_all_scores_a_flat_folder_of_class_folders(trained, tmp_path, caps
 
 def test_never_predicted_classes_are_called_out():
     from ferkit.engine.evaluate import format_summary
-    from ferkit.report.metrics import never_predicted
+    from ferkit.metrics import never_predicted
 
     names = ["angry", "happy", "sad", "surprise"]
     y = np.array([0, 0, 1, 1, 2, 2])  # surprise has no image: not "never predicted", just absent

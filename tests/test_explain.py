@@ -149,7 +149,7 @@ def test_explain_names_the_sample_it_drew_and_warns_of_classes_never_predicted(t
     import json
 
     from ferkit.report.galleries import predict_split
-    from ferkit.report.metrics import classification_metrics, never_predicted
+    from ferkit.metrics import classification_metrics, never_predicted
 
     run, data = trained
     out = tmp_path / "ex"

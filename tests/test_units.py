@@ -20,7 +20,7 @@ from ferkit.data.dataset import FerData
 from ferkit.engine.config import TrainConfig, load_config, parse_overrides
 from ferkit.engine.optim import Schedule, build_optimizer, param_groups
 from ferkit.engine.preprocess import CropGeometry, Preprocess
-from ferkit.report.metrics import classification_metrics
+from ferkit.metrics import classification_metrics
 
 pytestmark = pytest.mark.unit
 

@@ -33,9 +33,9 @@ _API = {
     "Preprocess": "ferkit.engine.preprocess",
     "Recognizer": "ferkit.infer.recognizer",
     "create_detector": "ferkit.infer.detectors",
-    "export_onnx": "ferkit.infer.export",
-    "export_torchscript": "ferkit.infer.export",
-    "OnnxClassifier": "ferkit.infer.export",
+    "export_onnx": "ferkit.engine.export",
+    "export_torchscript": "ferkit.engine.export",
+    "OnnxClassifier": "ferkit.engine.export",
     "Face": "ferkit.infer.results",
     "Detection": "ferkit.infer.results",
     "FrameResult": "ferkit.infer.results",
@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from ferkit.engine.trainer import train
     from ferkit.errors import UsageError
     from ferkit.infer.detectors import create_detector
-    from ferkit.infer.export import OnnxClassifier, export_onnx, export_torchscript
+    from ferkit.engine.export import OnnxClassifier, export_onnx, export_torchscript
     from ferkit.infer.recognizer import Recognizer
     from ferkit.infer.results import Detection, Face, FrameResult
     from ferkit.models.registry import create_model, list_models

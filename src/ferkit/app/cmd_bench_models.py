@@ -36,7 +36,7 @@ def register(sub, formatter) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ferkit.models.bench import BenchSettings, bench_markdown, bench_models, write_table
+    from ferkit.report.bench import BenchSettings, bench_markdown, bench_models, write_table
 
     if args.out and Path(args.out).suffix.lower() not in (".md", ".csv", ".json"):  # fail before minutes of timing
         raise ValueError(f"{args.out}: unknown table format {Path(args.out).suffix!r}; use .md, .csv or .json")

@@ -44,7 +44,7 @@ def run(args) -> int:
     written = []
     if args.images:
         from ferkit.engine.checkpoint import load_model
-        from ferkit.engine.trainer import select_device
+        from ferkit.runtime import select_device
         from ferkit.imageio import read_image
 
         model, pre = load_model(args.model, select_device(args.device))

@@ -42,7 +42,7 @@ def register(sub, formatter) -> None:
 
 
 def run(args) -> int:
-    from ferkit.infer.export import export_model
+    from ferkit.engine.export import export_model
 
     out = Path(args.out)
     if out.is_dir():
@@ -52,7 +52,7 @@ def run(args) -> int:
     if args.int8:
         if args.fmt != "onnx":
             raise ValueError("--int8 works with --format onnx only")
-        from ferkit.infer.export import export_onnx_int8
+        from ferkit.engine.export import export_onnx_int8
 
         export_onnx_int8(args.model, out, calibration_images(args), args.calib_method, reduce_range=args.weight_bits == 7)
     else:

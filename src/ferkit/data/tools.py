@@ -369,7 +369,7 @@ def dataset_stats(
             w.writerow(["total", *tot, sum(tot)])
         log.info("wrote class counts to %s", csv_path)
     if plot_path is not None:
-        from ferkit.report.plots import plot_class_counts  # matplotlib only when a plot is asked for
+        from ferkit.plots import plot_class_counts  # matplotlib only when a plot is asked for
 
         plot_class_counts(st.counts, st.label_names, plot_path, title=data.name)
         log.info("wrote class-count chart to %s", plot_path)

@@ -28,9 +28,10 @@ from ferkit.data.dataset import ALL, FerData, canonical_split
 from ferkit.data.readers import load_dataset
 from ferkit.engine.checkpoint import build_from_checkpoint, load_checkpoint
 from ferkit.engine.preprocess import Preprocess
-from ferkit.engine.trainer import autocast_dtype, images_to_tensor, predict_probs, select_device
+from ferkit.engine.trainer import images_to_tensor, predict_probs
+from ferkit.runtime import autocast_dtype, select_device
 from ferkit.imageio import to_model_channels
-from ferkit.report.metrics import (classification_metrics, confusion_markdown, never_predicted, never_predicted_note,
+from ferkit.metrics import (classification_metrics, confusion_markdown, never_predicted, never_predicted_note,
                                    per_class_markdown)
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ def _load_eval_data(data: str | Path | None, cfg: dict, model: str | Path) -> tu
 
 def _onnx_model(path: str | Path) -> tuple[dict, torch.nn.Module, Preprocess]:
     """An exported ``.onnx`` file (e.g. ``ferkit export --int8``) as (checkpoint-like dict, module, Preprocess)."""
-    from ferkit.infer.export import OnnxClassifier
+    from ferkit.engine.export import OnnxClassifier
 
     clf = OnnxClassifier(path)
     name = clf.model_spec.get("name", "onnx") + (" (int8)" if clf.model_spec.get("quantized") else "")
@@ -273,7 +274,7 @@ def empty_split_message(data: str | Path, split: str, ds: FerData) -> str:
 
 def write_outputs(result: dict, part: FerData, probs: dict[str, np.ndarray], leaked: np.ndarray, out_dir: str | Path) -> None:
     """Write metrics.json, summary.md, predictions.csv, confusion.png (and confusion_tta.png) into ``out_dir``."""
-    from ferkit.report.plots import plot_confusion
+    from ferkit.plots import plot_confusion
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import inspect
 import itertools
 import json
 import logging
@@ -298,43 +297,8 @@ def select_configs(sweep: Sweep, patterns: list[str]) -> Sweep:
 
 
 def validate_config(cfg: TrainConfig) -> None:
-    """Check what :func:`load_config` cannot: optimizer, schedule, model and its kwargs, augmentation, amp, TTA, data.
-
-    Raises ValueError / FileNotFoundError naming the bad value and the valid ones. Cheap:
-    nothing is trained, models are built on the ``meta`` device.
-    """
-    import torch
-    from torch import nn
-
-    from ferkit.data.augment import AugmentConfig
-    from ferkit.engine.evaluate import TTA_MODES
-    from ferkit.engine.optim import Schedule, build_optimizer
-    from ferkit.engine.trainer import autocast_dtype
-    from ferkit.models.registry import model_info
-
-    if not cfg.data:
-        raise ValueError("no dataset given: set data=PATH (a fer2013.csv or an image folder)")
-    if not Path(cfg.data).exists():
-        raise FileNotFoundError(f"data={cfg.data}: dataset not found (expected a fer2013.csv file or an image folder)")
-    info = model_info(cfg.model)
-    try:
-        inspect.signature(info.fn).bind(num_classes=7, in_chans=cfg.channels or 1, **cfg.model_kwargs)
-    except TypeError as exc:
-        valid = [p for p in inspect.signature(info.fn).parameters if p not in ("num_classes", "in_chans")]
-        raise ValueError(f"model {cfg.model} does not take model_kwargs {cfg.model_kwargs} ({exc}); "
-                         f"its keyword arguments: {', '.join(valid) or 'none'}") from None
-    if "weights" not in cfg.model_kwargs:  # a weights file is read at build time: leave it to the run
-        with torch.device("meta"):
-            info.fn(num_classes=7, in_chans=cfg.channels or (3 if info.family == "pretrained" else 1), **cfg.model_kwargs)
-    probe = nn.Linear(1, 1)
-    opt = build_optimizer(probe, cfg)
-    Schedule(opt, cfg, steps_per_epoch=1)
-    AugmentConfig.from_spec(cfg.augment)
-    autocast_dtype(cfg.amp, torch.device("cpu"))
-    if cfg.tta not in TTA_MODES:
-        raise ValueError(f"unknown TTA mode {cfg.tta!r}; valid: {', '.join(TTA_MODES)}")
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1 (got epochs={cfg.epochs}, batch_size={cfg.batch_size})")
+    """Everything :meth:`TrainConfig.validate` checks, and that the dataset exists (a sweep checks every run first)."""
+    cfg.validate(check_data=True)
 
 
 def _comparable(d: dict) -> dict:

@@ -13,7 +13,6 @@ is checkpointed.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import logging
@@ -37,41 +36,14 @@ from ferkit.engine.config import RUNTIME_KEYS, TrainConfig, load_config
 from ferkit.engine.optim import Schedule, WeightEMA, build_optimizer
 from ferkit.engine.preprocess import Preprocess
 from ferkit.models.registry import create_model, model_info
-from ferkit.report.metrics import classification_metrics
+from ferkit.runtime import autocast, autocast_dtype, select_device
+from ferkit.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_macro_f1", "epoch_s", "train_img_s"]
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def select_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        if dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The mixed-precision dtype for ``amp`` on ``device`` (None: full float32)."""
-    if amp == "none":
-        return None
-    if amp == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if torch.cpu._is_avx512_bf16_supported() else None
-    table = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    if amp not in table:
-        raise ValueError(f"unknown amp setting {amp!r}; valid: auto, bf16, fp16, none")
-    return table[amp]
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def stratified_subset(data: FerData, n: int, seed: int) -> FerData:
@@ -454,7 +426,7 @@ class Trainer:
             for k in METRIC_COLUMNS[1:]:
                 self.tb.add_scalar(k, row[k], row["epoch"])
             self.tb.flush()
-        from ferkit.report.plots import plot_curves
+        from ferkit.plots import plot_curves
 
         plot_curves(self.history, self.out / "curves.png", title=f"{self.cfg.model} on {Path(self.cfg.data).name}")
 

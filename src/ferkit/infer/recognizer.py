@@ -10,7 +10,7 @@ stored in it, so deployment prepares faces exactly as training did.
 
 The network itself sits behind a :class:`Classifier` (prepared uint8 crops in,
 probabilities out): :class:`TorchClassifier` for checkpoints,
-:class:`~ferkit.infer.export.OnnxClassifier` for ONNX Runtime, or any object
+:class:`~ferkit.engine.export.OnnxClassifier` for ONNX Runtime, or any object
 passed as ``Recognizer(classifier=...)`` (the server's batched one, a stub in tests).
 """
 
@@ -34,7 +34,7 @@ from ferkit.infer.results import Detection, Face
 from ferkit.runtime import models_dir, select_device, sha256_file
 
 if TYPE_CHECKING:
-    from ferkit.infer.export import OnnxClassifier
+    from ferkit.engine.export import OnnxClassifier
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def as_bgr(image, order: str = "bgr") -> np.ndarray:
 
 def _onnx_path_for(model: str | Path) -> Path:
     """An ONNX export of the checkpoint ``model``, made once and cached under the checkpoint's content hash."""
-    from ferkit.infer.export import export_onnx
+    from ferkit.engine.export import export_onnx
 
     ckpt = resolve_checkpoint_path(model)
     digest = sha256_file(ckpt)[:16]
@@ -173,8 +173,8 @@ class TorchClassifier:
 
 
 def _onnx_classifier(model: str | Path, backend: str, device: torch.device, threads: int | None) -> OnnxClassifier:
-    """The :class:`~ferkit.infer.export.OnnxClassifier` for ``backend`` "onnx" or "onnx-int8" (CUDA when asked and present)."""
-    from ferkit.infer.export import OnnxClassifier
+    """The :class:`~ferkit.engine.export.OnnxClassifier` for ``backend`` "onnx" or "onnx-int8" (CUDA when asked and present)."""
+    from ferkit.engine.export import OnnxClassifier
 
     if str(model).lower().endswith(".onnx"):
         path = Path(model)

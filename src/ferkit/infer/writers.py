@@ -359,12 +359,8 @@ class TimelineWriter(_TextFileWriter):
 
 def plot_timeline(csv_path: str | Path, png_path: str | Path, title: str = "") -> Path:
     """Plot a timeline CSV written by :class:`TimelineWriter`: mean probability per emotion over time."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ferkit.infer.render import emotion_colour
+    from ferkit.plots.figures import plot_timeline as draw
 
     with open(csv_path, newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
@@ -383,19 +379,7 @@ def plot_timeline(csv_path: str | Path, png_path: str | Path, title: str = "") -
         warnings.simplefilter("ignore", RuntimeWarning)  # frames without faces: a NaN on purpose
         probs = np.array([np.nanmean(frames[k][1], axis=0) for k in sorted(frames)]).reshape(len(times), len(names))
 
-    fig, ax = plt.subplots(figsize=(10, 3.6))
-    for j, name in enumerate(names):
-        b, g, r = emotion_colour(name)
-        ax.plot(times, probs[:, j], label=name, color=(r / 255, g / 255, b / 255), linewidth=1.4)
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("mean probability" + (" over tracks" if per_track else " over faces"))
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
-    return Path(png_path)
+    colours = [tuple(v / 255 for v in reversed(emotion_colour(name))) for name in names]  # BGR -> RGB in [0, 1]
+    ylabel = "mean probability" + (" over tracks" if per_track else " over faces")
+    return draw(times, probs, names, colours, png_path, title=title, ylabel=ylabel)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +69,8 @@ def predict_split(model_spec: str | Path = "default", data: str | Path | None = 
     from ferkit.data.readers import load_dataset
     from ferkit.engine.checkpoint import build_from_checkpoint, load_checkpoint
     from ferkit.engine.evaluate import empty_split_message, split_images, trained_dataset
-    from ferkit.engine.trainer import images_to_tensor, predict_probs, select_device, stratified_subset
+    from ferkit.engine.trainer import images_to_tensor, predict_probs, stratified_subset
+    from ferkit.runtime import select_device
     from ferkit.imageio import to_model_channels
 
     split = canonical_split(split, allow_all=True)
@@ -135,39 +135,13 @@ def select_examples(sp: SplitPredictions, n: int = 8, pairs: int = 4) -> dict[st
 
 
 def _draw(sp: SplitPredictions, rows: list[tuple[str, np.ndarray]], n: int, path: Path, title: str, show_pred: bool) -> None:
-    import matplotlib
+    from ferkit.plots.figures import plot_image_grid
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def cap(i: int) -> str:
+        return f"{sp.label_names[sp.pred[i]]} {sp.confidence[i]:.2f}" if show_pred else f"{sp.confidence[i]:.2f}"
 
-    nrows = max(1, len(rows))
-    fig, axes = plt.subplots(nrows, n, figsize=(max(n * 0.95 + 0.9, 5.5), nrows * 1.08 + 0.7), squeeze=False)
-    for r in range(nrows):
-        for c in range(n):
-            ax = axes[r, c]
-            ax.set_xticks([]), ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
-            if r >= len(rows):
-                continue
-            label, idx = rows[r]
-            if c == 0:
-                ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-            if c >= len(idx):
-                if c == 0:
-                    ax.text(0.5, 0.5, "none", ha="center", va="center", fontsize=7, color="grey", transform=ax.transAxes)
-                continue
-            i = int(idx[c])
-            im = sp.images[i]
-            ax.imshow(im, cmap="gray" if im.ndim == 2 else None, vmin=0, vmax=255)
-            cap = f"{sp.label_names[sp.pred[i]]} {sp.confidence[i]:.2f}" if show_pred else f"{sp.confidence[i]:.2f}"
-            ax.set_title(cap, fontsize=6, pad=2)
-    # Wrapped to the figure's width (about 13 characters per inch at 8 pt): the subset line is long.
-    width = max(20, int(fig.get_figwidth() * 13))
-    fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.splitlines()), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    cells = [(label, [(sp.images[int(i)], cap(int(i))) for i in idx[:n]]) for label, idx in rows]
+    plot_image_grid(cells, n, path, title)
 
 
 def write_galleries(sp: SplitPredictions, out_dir: str | Path, n: int = 8, pairs: int = 4) -> dict[str, Path]:
@@ -177,7 +151,7 @@ def write_galleries(sp: SplitPredictions, out_dir: str | Path, n: int = 8, pairs
     Returns ``{kind: path}``. Captions give the predicted class (wrong / confused) and its probability; each
     title names the images scored, which may be a sample of the split (``limit``), not the whole of it.
     """
-    from ferkit.report.metrics import classification_metrics, never_predicted, never_predicted_note
+    from ferkit.metrics import classification_metrics, never_predicted, never_predicted_note
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")

@@ -89,7 +89,7 @@ def environment() -> dict[str, str]:
     import numpy
     import torch
 
-    from ferkit.models.bench import cpu_name
+    from ferkit.runtime import cpu_name
 
     try:
         from importlib.metadata import version
@@ -192,8 +192,8 @@ def _gallery_captions(run: Path, ev: dict) -> list[str]:
 def run_report(run_dir: str | Path, data: str | None = None, split: str = "test", n: int = 8) -> str:
     """The HTML text of a run folder's report (evaluates the split first when no evaluation of it exists)."""
     from ferkit.data.dataset import canonical_split
-    from ferkit.report.metrics import never_predicted, never_predicted_note
-    from ferkit.report.plots import plot_confusion, plot_curves
+    from ferkit.metrics import never_predicted, never_predicted_note
+    from ferkit.plots import plot_confusion, plot_curves
 
     run = Path(run_dir)
     split = canonical_split(split, allow_all=True)

@@ -17,7 +17,6 @@ features of the warped image.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -165,11 +164,9 @@ def explain_images(
 
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """RGB uint8 image with ``heat`` (``(H, W)`` in [0, 1]) blended over it in the 'jet' colour map."""
-    import matplotlib
+    from ferkit.plots.figures import heat_overlay
 
-    rgb = np.repeat(image[..., None], 3, 2) if image.ndim == 2 else image
-    colours = matplotlib.colormaps["jet"](heat)[..., :3] * 255.0
-    return np.clip((1 - alpha) * rgb + alpha * colours, 0, 255).astype(np.uint8)
+    return heat_overlay(image, heat, alpha)
 
 
 def save_explanation_grid(explanations: list[Explanation], path: str | Path | BinaryIO, title: str = "",
@@ -178,36 +175,10 @@ def save_explanation_grid(explanations: list[Explanation], path: str | Path | Bi
 
     Each image is titled with its true (when known) and predicted label; mistakes in red.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ferkit.plots.figures import plot_explanations
 
     if not explanations:
         raise ValueError("no explanations to draw")
-    n = len(explanations)
-    per_row = per_row or (1 if n <= 3 else 2)
-    rows = math.ceil(n / per_row)
-    fig, axes = plt.subplots(rows, 3 * per_row, figsize=(3 * per_row * 1.75, rows * 2.1 + 0.4), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for i, e in enumerate(explanations):
-        r, c = divmod(i, per_row)
-        a0, a1, a2 = axes[r, 3 * c], axes[r, 3 * c + 1], axes[r, 3 * c + 2]
-        a0.imshow(e.image, cmap="gray" if e.image.ndim == 2 else None, vmin=0, vmax=255)
-        a1.imshow(e.saliency, cmap="inferno", vmin=0, vmax=1)
-        a2.imshow(overlay(e.image, e.gradcam))
-        wrong = e.true is not None and e.true != e.pred
-        name = f"\n{Path(e.name).name[:30]}" if e.name else ""
-        a0.set_title(e.title + name, fontsize=7, loc="left", color="firebrick" if wrong else "black")
-        a1.set_title("saliency", fontsize=7)
-        a2.set_title("Grad-CAM", fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    if isinstance(path, (str, Path)):
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    cells = [{"image": e.image, "saliency": e.saliency, "gradcam": e.gradcam, "wrong": e.true is not None and e.true != e.pred,
+              "title": e.title + (f"\n{Path(e.name).name[:30]}" if e.name else "")} for e in explanations]
+    return plot_explanations(cells, path, title, per_row)

@@ -23,7 +23,7 @@ import torch
 
 from ferkit.engine.checkpoint import build_from_checkpoint, load_checkpoint, resolve_checkpoint_path
 from ferkit.engine.preprocess import Preprocess
-from ferkit.infer.detectors import sha256_file
+from ferkit.runtime import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from ferkit.plots._mpl import pyplot
 
 
 def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     """Loss and accuracy per epoch (train vs validation) side by side."""
+    plt = pyplot()
     if not history:
         return
     ep = [h["epoch"] for h in history]
@@ -34,6 +33,7 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
 
 def plot_confusion(cm: np.ndarray | list, labels: list[str], path: str | Path, title: str = "", normalize: bool = True) -> None:
     """Confusion matrix heat map; rows are true classes (normalised to recall when ``normalize``)."""
+    plt = pyplot()
     cm = np.asarray(cm, dtype=np.float64)
     shown = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize else cm
     k = len(labels)
@@ -56,6 +56,7 @@ def plot_confusion(cm: np.ndarray | list, labels: list[str], path: str | Path, t
 
 def plot_class_counts(counts: dict[str, dict[str, int]], classes: list[str] | tuple[str, ...], path: str | Path, title: str = "") -> None:
     """Grouped bar chart: one group per class, one bar per split."""
+    plt = pyplot()
     splits = list(counts)
     x = np.arange(len(classes))
     width = 0.8 / max(len(splits), 1)

@@ -18,7 +18,6 @@ with real weights. ``max_gflops`` skips the latency of costlier models (listed a
 from __future__ import annotations
 
 import logging
-import os
 import statistics
 import tempfile
 import time
@@ -28,6 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ferkit.engine.checkpoint import load_checkpoint
+from ferkit.engine.evaluate import evaluate
 from ferkit.models.registry import list_models, model_info
 from ferkit.models.summary import count_flops, count_params
 
@@ -154,10 +155,6 @@ def bench_models(
 
 
 def _checkpoint_row(label: str, path: str, s: BenchSettings, data: str | None, split: str) -> dict:
-    # engine imports models, so these are imported here, when a checkpoint is actually given
-    from ferkit.engine.checkpoint import load_checkpoint
-    from ferkit.engine.evaluate import evaluate
-
     ckpt = load_checkpoint(path)
     spec = ckpt["model"]
     pre = ckpt["preprocess"]
@@ -232,16 +229,3 @@ def write_table(rows: list[dict], path: str | Path, settings: BenchSettings | No
             for r in rows:
                 w.writerow({k: ("" if r.get(k) is None else (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k])) for k in cols})
     return path
-
-
-def cpu_name() -> str:
-    """The CPU model name (from /proc/cpuinfo on Linux), else the platform's processor string."""
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} logical cores)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} logical cores)"

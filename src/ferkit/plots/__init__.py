@@ -1,0 +1,13 @@
+"""Every figure ferkit draws, written as PNG files: the only package that imports matplotlib.
+
+Library code anywhere may import from here (it sits in the lowest layer); matplotlib itself is
+loaded on the first plot, with the non-interactive Agg backend, so ``import ferkit`` stays cheap
+and no display is needed.
+"""
+
+from __future__ import annotations
+
+from ferkit.plots._mpl import pyplot
+from ferkit.plots.training import plot_class_counts, plot_confusion, plot_curves
+
+__all__ = ["plot_class_counts", "plot_confusion", "plot_curves", "pyplot"]
