@@ -8,6 +8,7 @@ and no display is needed.
 from __future__ import annotations
 
 from ferkit.plots._mpl import pyplot
+from ferkit.plots.sweep import plot_sweep_bars, plot_sweep_curves
 from ferkit.plots.training import plot_class_counts, plot_confusion, plot_curves
 
-__all__ = ["plot_class_counts", "plot_confusion", "plot_curves", "pyplot"]
+__all__ = ["plot_class_counts", "plot_confusion", "plot_curves", "plot_sweep_bars", "plot_sweep_curves", "pyplot"]
