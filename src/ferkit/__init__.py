@@ -39,6 +39,7 @@ _API = {
     "Face": "ferkit.infer.results",
     "Detection": "ferkit.infer.results",
     "FrameResult": "ferkit.infer.results",
+    "predict_ray": "ferkit.infer.distributed",  # needs the `ray` extra; ray itself is imported only when it runs
     "UsageError": "ferkit.errors",
 }
 
@@ -53,6 +54,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from ferkit.engine.trainer import train
     from ferkit.errors import UsageError
     from ferkit.infer.detectors import create_detector
+    from ferkit.infer.distributed import predict_ray
     from ferkit.engine.export import OnnxClassifier, export_onnx, export_torchscript
     from ferkit.infer.recognizer import Recognizer
     from ferkit.infer.results import Detection, Face, FrameResult

@@ -15,6 +15,9 @@ from ferkit.app.args import add_backend, add_detector, add_device, add_model, ad
 DEFAULT_OUT = Path("runs") / "predict"  # numbered folders under it: runs/predict/1, runs/predict/2, ...
 PROGRESS_EVERY_S = 10.0  # seconds between progress lines when stderr is not a terminal (no bar there)
 MAX_TRACK_LINES = 20  # a long video may hold hundreds of tracks: the longest are listed, the rest counted
+ENGINES = ("local", "ray")
+# Options that only the ray engine reads, with their defaults: given to the local engine, they would be ignored silently.
+RAY_ONLY = {"address": None, "workers": 2, "gpus_per_worker": 0.0, "batch_size": 16, "format": "jsonl"}
 
 
 def _fraction(text: str) -> float:
@@ -45,9 +48,16 @@ def register(sub, formatter) -> None:
         "Prints a line per image (faces left to right) or, for videos, one per face track. In videos each face keeps\n"
         "a track_id while it stays in view, and its probabilities are smoothed over time (--smooth is the weight of\n"
         "the past; --no-smooth shows each frame's own prediction). Without --out, and when stdout is not a terminal,\n"
-        "the results go to stdout as JSON lines (results.jsonl's schema) and the human lines to stderr.",
+        "the results go to stdout as JSON lines (results.jsonl's schema) and the human lines to stderr.\n"
+        "At scale (pip install -e \".[ray]\"): --engine ray spreads images in batches, and whole videos (tracking\n"
+        "intact), over a pool of Ray actors, one model each; it writes results.jsonl (or --format parquet) and\n"
+        "summary.json only, and a rerun with the same --out skips the sources already done:\n"
+        "  ferkit predict photos/ clips/ --engine ray --workers 4 --out out/      # a local Ray on this machine\n"
+        "  ferkit predict /data/faces/ --engine ray --address auto --workers 32 --gpus-per-worker 0.25 --out out/",
     )
-    p.add_argument("source", help="image file, folder, video file, webcam index (0, 1, ...) or stream URL (rtsp://, http://)")
+    p.add_argument("source", nargs="+",
+                   help="image file, folder, video file, webcam index (0, 1, ...) or stream URL (rtsp://, http://); "
+                        "with --engine ray, any number of image files, video files and folders")
     p.add_argument("--out", "-o",
                    help=f"output folder; if not given, a new numbered one: {DEFAULT_OUT}/1, {DEFAULT_OUT}/2, ... "
                         "(a folder holding an earlier run is refused unless --overwrite)")
@@ -71,6 +81,19 @@ def register(sub, formatter) -> None:
                    help="write results.jsonl (and timeline) only, no annotated images or video")
     p.add_argument("--show", action="store_true", help="open a live window (needs a display and OpenCV with GUI support)")
     p.add_argument("--overwrite", action="store_true", help="write into an output folder that holds an earlier run")
+    scale = p.add_argument_group("scaling out (--engine ray; pip install -e \".[ray]\")")
+    scale.add_argument("--engine", choices=ENGINES, default="local",
+                       help="local: this process; ray: a pool of Ray actors, on this machine or a cluster (resumable)")
+    scale.add_argument("--address", metavar="ADDR",
+                       help="the Ray cluster to run on (auto, ray://HEAD:10001, HEAD:6379); if not given, a local Ray")
+    scale.add_argument("--workers", type=positive_int, default=2, metavar="N",
+                       help="Ray actors, one model each, each reserving --threads CPUs (1 if not given) and running "
+                            "that many model threads")
+    scale.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
+                       help="GPUs per actor (0.25: four actors share a GPU); with 0 the actors run on CPUs")
+    scale.add_argument("--batch-size", type=positive_int, default=16, metavar="N", help="images per actor call")
+    scale.add_argument("--format", choices=("jsonl", "parquet"), default="jsonl",
+                       help="results.jsonl, or results.parquet (one row per face, the same columns)")
     p.set_defaults(func=run)
 
 
@@ -177,7 +200,64 @@ class _Reporter:
             self.bar.close()
 
 
+def _run_ray(args) -> int:
+    """``--engine ray``: :func:`ferkit.infer.distributed.predict_ray` over every source given."""
+    import logging
+
+    from ferkit.errors import UsageError
+    from ferkit.infer.distributed import import_ray, predict_ray
+
+    if args.show:
+        raise UsageError("--show needs --engine local: the ray engine writes results only, no live window")
+    if args.gpus_per_worker < 0:
+        raise UsageError(f"--gpus-per-worker: expected a number >= 0, got {args.gpus_per_worker}")
+    import_ray()  # first: a missing extra fails before anything else, and Ray Data sets up its loggers on import
+    if not getattr(args, "verbose", False):
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # Ray Data's plan and timing lines: -v shows them
+    out = Path(args.out) if args.out else _new_run_dir(DEFAULT_OUT)[0]
+    last = [time.perf_counter()]
+
+    def progress(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= PROGRESS_EVERY_S or done == total:
+            last[0] = now
+            print(f"predict: {done}/{total} sources ({100 * done / total:.0f}%)", file=sys.stderr, flush=True)
+
+    summary = predict_ray(
+        args.source, out, address=args.address, workers=args.workers, model=args.model, detector=args.detector,
+        yunet_path=args.yunet, backend=args.backend, device=None if args.device == "auto" else args.device,
+        gpus_per_worker=args.gpus_per_worker, cpus_per_worker=float(args.threads or 1), batch_size=args.batch_size,
+        detect_every=args.detect_every, track=not args.no_track, smooth=None if args.no_smooth else args.smooth,
+        max_frames=args.max_frames, max_pixels=args.max_pixels, format=args.format, overwrite=args.overwrite,
+        on_progress=progress,
+    )
+    print(f"{summary['sources']} source(s) ({summary['images']} image(s), {summary['videos']} video(s)): "
+          f"{summary['done_before']} done before, {summary['processed']} now on {summary['workers']} Ray worker(s); "
+          f"{summary['faces']} face(s) in {summary['frames']} frame(s)")
+    for f in summary["skipped"]:
+        print(f"skipped {f['file']}: {f['reason']} (a rerun tries it again)")
+    print(f"wrote {summary['files']['results']}")
+    print(f"wrote {summary['files']['summary']}")
+    print(f"results saved to {out}")
+    return 0
+
+
 def run(args) -> int:
+    if args.engine == "ray":
+        return _run_ray(args)
+    from ferkit.errors import UsageError
+
+    given = [f"--{k.replace('_', '-')}" for k, default in RAY_ONLY.items() if getattr(args, k) != default]
+    if given:
+        raise UsageError(f"{', '.join(given)}: only with --engine ray")
+    if len(args.source) > 1:
+        raise UsageError(f"{len(args.source)} sources given; the local engine takes one (a folder holds many), "
+                         "--engine ray takes several")
+    args.source = args.source[0]
+    return _run_local(args)
+
+
+def _run_local(args) -> int:
     from ferkit.imageio import pixel_limit
     from ferkit.infer.pipeline import display_available, run_predict
     from ferkit.infer.recognizer import Recognizer
