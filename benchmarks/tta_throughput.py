@@ -21,9 +21,9 @@ import torch
 
 from ferkit.data.augment import TTA_VIEWS
 from ferkit.data.readers import load_dataset
+from ferkit.engine import steps as trainer  # predict_probs and its CPU_VIEWS_PER_FORWARD cap live in engine.steps
 from ferkit.engine.checkpoint import load_model
-from ferkit.engine import trainer
-from ferkit.engine.trainer import images_to_tensor, predict_probs
+from ferkit.engine.steps import images_to_tensor, predict_probs
 from ferkit.runtime import autocast_dtype
 
 

@@ -17,7 +17,7 @@ from conftest import FER_ROOT, PHOTOS, YUNET
 
 from ferkit.app.cli import main
 from ferkit.engine.checkpoint import load_model
-from ferkit.infer import export as E
+from ferkit.engine import export as E
 from ferkit.infer.align import crop_faces
 from ferkit.infer.detectors import create_detector
 from ferkit.infer.recognizer import Recognizer

@@ -161,6 +161,60 @@ def test_numpy_twin_equals_the_torch_path():
     np.testing.assert_allclose(pre.to_array(batch), pre.to_tensor(batch).numpy(), rtol=0, atol=1e-5)
 
 
+def _face_folder(root, shape: tuple[int, int]) -> list:
+    """An image folder (train/val, two classes) of smooth RGB images of one size other than the model's."""
+    from ferkit.imageio import write_image
+
+    rng = np.random.default_rng(0)
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    paths = []
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            for i in range(4):
+                f = rng.uniform(0.05, 0.3, 3)
+                img = 127.5 + 60 * np.sin(f[0] * xx[..., None] + f[1] * yy[..., None] + np.arange(3) * f[2])
+                img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)  # (h, w, 3) RGB
+                paths.append(root / split / cls / f"{i}.png")
+                paths[-1].parent.mkdir(parents=True, exist_ok=True)
+                write_image(paths[-1], img)
+    return paths
+
+
+@pytest.mark.parametrize("shape", [(70, 58), (40, 36)])  # shrunk (INTER_AREA) and enlarged (INTER_LINEAR) to 48
+def test_training_input_of_a_non_48px_image_is_deployment_input(tmp_path, shape):
+    """A face the size of no model: training (dataset -> Trainer batch) and deployment (prepare_images + to_tensor)
+    must hand the model the same numbers, colour conversion and resize included."""
+    from ferkit.engine.steps import images_to_tensor, predict_probs
+    from ferkit.engine.trainer import Trainer
+    from ferkit.imageio import read_image
+
+    _face_folder(tmp_path / "faces", shape)
+    cfg = TrainConfig(data=str(tmp_path / "faces"), model="lenet", channels=1, augment="none", batch_size=4, epochs=1)
+    t = Trainer(cfg, tmp_path / "run")
+    trained = t._prepare(t.train_t.x)  # what the training step feeds the model, for every training image
+    deployed = t.pre.to_tensor(t.pre.prepare_images([read_image(tmp_path / "faces" / s) for s in t.train_data.sources]))
+    assert trained.shape == (8, 1, 48, 48) and torch.equal(trained, deployed)
+    # evaluation scores the same input; images of another size are refused, not silently resized
+    assert torch.equal(t.val_t.x, images_to_tensor(t.pre.prepare_images(
+        [read_image(tmp_path / "faces" / s) for s in t.val_data.sources])))
+    with pytest.raises(ValueError, match=r"expected \(N, 1, 48, 48\).*prepare_images"):
+        predict_probs(t.model, images_to_tensor(np.zeros((2, *shape), np.uint8)), t.pre)
+
+
+def test_one_resize_rule_shrinks_by_area_and_enlarges_linearly():
+    import cv2
+
+    from ferkit.imageio import resize_image
+
+    img = np.random.default_rng(0).integers(0, 256, (70, 58, 3), dtype=np.uint8)
+    assert np.array_equal(resize_image(img, 48), cv2.resize(img, (48, 48), interpolation=cv2.INTER_AREA))
+    small = img[:40, :36]
+    assert np.array_equal(resize_image(small, 48), cv2.resize(small, (48, 48), interpolation=cv2.INTER_LINEAR))
+    assert resize_image(img[..., :1], (20, 30)).shape == (20, 30, 1)  # (height, width); a single channel is kept
+    assert resize_image(img, (70, 58)) is img
+
+
 def test_crop_geometry_per_detector_travels_through_the_dict_form():
     pre = Preprocess(label_names=("a",), crop_margin=0.1, crop_geometry={"yunet": {"margin": 0.0, "offset_y": -0.05, "align": True}})
     back = Preprocess.from_dict(pre.to_dict())

@@ -1,7 +1,7 @@
 """Batched augmentation on the training device, with per-sample random parameters.
 
-All geometric operations (flip, rotation, scale, translation, resized crop and
-the resize to the model's input size) are composed into one affine matrix per
+All geometric operations (flip, rotation, scale, translation, resized crop; the
+images already have the model's input size, see ``Preprocess.prepare_images``) are composed into one affine matrix per
 sample and applied with a single ``grid_sample``, so every image is resampled
 once. Photometric operations are broadcast tensor arithmetic. Nothing here
 loops over samples.
@@ -209,7 +209,11 @@ class BatchAugment:
 
 
 def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize ``(B, C, H, W)`` to ``size`` x ``size`` (bilinear, antialiased when shrinking)."""
+    """Resize ``(B, C, H, W)`` to ``size`` x ``size`` (bilinear, antialiased when shrinking).
+
+    Only for the ten-crop views of :func:`tta_views`: images reach the model's size through
+    ``Preprocess.prepare_images`` (ferkit.imageio.resize_image), in training as in deployment.
+    """
     if x.shape[-2:] == (size, size):
         return x
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > size)

@@ -15,14 +15,13 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ferkit import labels as L
 from ferkit.data import cache
 from ferkit.data.dataset import SPLIT_ALIASES, FerData, canonical_split
 from ferkit.imageio import (DEFAULT_MAX_PIXELS, ImageReadError, current_max_pixels, is_image_file, read_image,
-                            to_model_channels)
+                            resize_image, to_model_channels)
 
 log = logging.getLogger(__name__)
 
@@ -248,11 +247,7 @@ def read_image_folder(
         h, w = _common_size(imgs, image_size)
         out = np.empty((len(imgs), h, w) if ch == 1 else (len(imgs), h, w, 3), np.uint8)
         for j, im in enumerate(imgs):
-            im = to_model_channels(im, ch)
-            if im.shape[:2] != (h, w):
-                interp = cv2.INTER_AREA if im.shape[0] > h else cv2.INTER_LINEAR
-                im = cv2.resize(im, (w, h), interpolation=interp)
-            out[j] = im
+            out[j] = resize_image(to_model_channels(im, ch), (h, w))  # the interpolation rule Preprocess uses too
         idx = {n: i for i, n in enumerate(names)}
         return FerData(
             images=out,
@@ -395,11 +390,8 @@ def load_dataset(
 
 
 def resize_data(data: FerData, size: int) -> FerData:
-    """Resize every image to ``size`` x ``size``."""
-    interp = cv2.INTER_AREA if data.image_size[0] > size else cv2.INTER_LINEAR
-    imgs = np.stack([cv2.resize(im, (size, size), interpolation=interp) for im in data.images])
-    if data.channels == 1 and imgs.ndim == 4:
-        imgs = imgs[..., 0]
+    """Resize every image to ``size`` x ``size`` (:func:`ferkit.imageio.resize_image`, the rule Preprocess uses)."""
+    imgs = np.stack([resize_image(im, size) for im in data.images])
     out = data.select(np.arange(len(data)))
     out.images = imgs
     return out

@@ -1,9 +1,9 @@
 """Evaluation of a trained model on one dataset split: ``evaluate(model, data, split)``.
 
-The dataset's classes are mapped onto the model's classes *by name*, images
-are brought to the model's channels by the one colour-conversion function and
-resized exactly as during training, so ``ferkit eval`` on a run folder
-reproduces the test figure the trainer wrote into ``summary.json``.
+The dataset's classes are mapped onto the model's classes *by name*, and images
+are brought to the model's channels and size by :meth:`Preprocess.prepare_images`,
+as in training and deployment, so ``ferkit eval`` on a run folder reproduces
+the test figure the trainer wrote into ``summary.json``.
 
 For FER2013 it also reports a leak-free figure: 568 test images (280
 PublicTest, 288 PrivateTest) have a byte-identical copy in Training, listed in
@@ -28,9 +28,8 @@ from ferkit.data.dataset import ALL, FerData, canonical_split
 from ferkit.data.readers import load_dataset
 from ferkit.engine.checkpoint import build_from_checkpoint, load_checkpoint
 from ferkit.engine.preprocess import Preprocess
-from ferkit.engine.trainer import images_to_tensor, predict_probs
+from ferkit.engine.steps import images_to_tensor, predict_probs
 from ferkit.runtime import autocast_dtype, select_device
-from ferkit.imageio import to_model_channels
 from ferkit.metrics import (classification_metrics, confusion_markdown, never_predicted, never_predicted_note,
                                    per_class_markdown)
 
@@ -217,10 +216,7 @@ def evaluate(
     if len(part) == 0:
         raise ValueError(f"{data_path}: the {split!r} split holds no image of the model's classes {list(pre.label_names)}")
 
-    images = part.images
-    if part.channels != pre.channels:
-        images = np.stack([to_model_channels(im, pre.channels) for im in images])
-    x = images_to_tensor(images)  # uint8 (N, C, H, W); predict_probs resizes as the trainer does
+    x = images_to_tensor(pre.prepare_images(part.images))  # uint8 (N, C, S, S): the model's channels and size
     amp = autocast_dtype(cfg.get("amp", "auto"), dev)
     bs = batch_size or int(cfg.get("eval_batch_size", 512))
     channels_last = bool(cfg.get("channels_last", False))

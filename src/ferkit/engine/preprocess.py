@@ -1,19 +1,31 @@
-"""The preprocessing definition that travels inside every checkpoint.
+"""The preprocessing definition that travels inside every checkpoint, and the code that applies it.
 
-Training, evaluation and deployment all turn uint8 images into model input
-through :meth:`Preprocess.to_tensor`, so they cannot disagree on size, colour
-or normalisation.
+Two steps turn any uint8 image into model input, and training, evaluation and
+deployment all take both:
+
+1. :meth:`Preprocess.prepare_images`: the model's channels (the one colour
+   conversion, :func:`ferkit.imageio.to_model_channels`) and size (the one
+   interpolation rule, :func:`ferkit.imageio.resize_image`), giving uint8
+   ``(N, S, S[, 3])``. Training and evaluation call it once when they load a
+   dataset; deployment on every batch of face crops.
+2. :meth:`Preprocess.to_float` and :meth:`Preprocess.normalize` (together
+   :meth:`Preprocess.to_tensor`): float, normalised ``(N, C, S, S)``. They take
+   only images at the model's size: nothing resizes after step 1, so what a
+   model sees in training is what it sees when deployed. Between the two,
+   training may augment (``ferkit.data.augment``), and test-time augmentation
+   crops and resizes its views.
+
+:meth:`Preprocess.to_array` is step 2 in NumPy, for ONNX Runtime only.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import cv2
 import numpy as np
 import torch
 
-from ferkit.imageio import to_model_channels
+from ferkit.imageio import resize_image, to_model_channels
 
 
 @dataclass(frozen=True)
@@ -80,23 +92,50 @@ class Preprocess:
             crop_geometry={str(k): dict(v) for k, v in (d.get("crop_geometry") or {}).items()},
         )
 
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """The shape of one prepared image: ``(S, S)`` grey or ``(S, S, 3)`` RGB."""
+        return (self.input_size, self.input_size) + ((3,) if self.channels == 3 else ())
+
     def prepare_images(self, images: list[np.ndarray] | np.ndarray, order: str = "rgb") -> np.ndarray:
-        """Convert face crops of any size/colour to uint8 ``(N, S, S)`` or ``(N, S, S, 3)`` at input_size."""
-        s = self.input_size
-        out = []
-        for im in images:
-            im = to_model_channels(im, self.channels, order=order)
-            if im.shape[:2] != (s, s):
-                interp = cv2.INTER_AREA if im.shape[0] > s else cv2.INTER_LINEAR
-                im = cv2.resize(im, (s, s), interpolation=interp)
-            out.append(im)
-        return np.stack(out) if out else np.zeros((0, s, s) + ((3,) if self.channels == 3 else ()), np.uint8)
+        """Bring images of any size and colour to the model's: uint8 ``(N, S, S)`` or ``(N, S, S, 3)``.
+
+        ``order`` is the layout of 3-channel inputs ("rgb", or "bgr" for OpenCV frames). A uint8 array already
+        in the model's shape (and, for RGB, in RGB order) is returned as it is, without a copy: a whole
+        48-pixel FER2013 costs nothing.
+        """
+        shape = self.image_shape
+        if (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.shape[1:] == shape
+                and (self.channels == 1 or order == "rgb")):
+            return images
+        out = np.empty((len(images), *shape), np.uint8)  # filled in place: a dataset is not held twice
+        for i, im in enumerate(images):
+            out[i] = resize_image(to_model_channels(im, self.channels, order=order), self.input_size)
+        return out
+
+    def to_float(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(N, C, S, S)`` at the model's channels and size -> float in [0, 1], on ``x``'s device.
+
+        Anything else raises ValueError: images are brought to the model's size by :meth:`prepare_images`
+        (once, when a dataset is loaded), never resized here.
+        """
+        self._check_input(tuple(x.shape), x.dtype == torch.uint8, str(x.dtype))
+        return x.float().div_(255.0)
+
+    def _check_input(self, shape: tuple[int, ...], is_uint8: bool, dtype: str) -> None:
+        want = (self.channels, self.input_size, self.input_size)
+        if len(shape) != 4 or tuple(shape[1:]) != want:
+            raise ValueError(f"model input of shape {shape}, expected (N, {want[0]}, {want[1]}, {want[2]}): bring "
+                             "images to the model's size and channels with Preprocess.prepare_images first")
+        if not is_uint8:
+            raise ValueError(f"model input of dtype {dtype}, expected uint8 (0-255 pixels)")
 
     def to_tensor(self, batch: np.ndarray | torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-        """uint8 ``(N, H, W)`` / ``(N, H, W, C)`` -> float ``(N, C, H, W)``, normalised, on ``device``."""
+        """uint8 ``(N, S, S)`` / ``(N, S, S, C)`` (from :meth:`prepare_images`) -> float ``(N, C, S, S)``,
+        normalised, on ``device``."""
         x = torch.as_tensor(batch, device=device)
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-        return self.normalize(x.float().div_(255.0))
+        return self.normalize(self.to_float(x))
 
     def to_array(self, batch: np.ndarray) -> np.ndarray:
         """:meth:`to_tensor` in NumPy, for ONNX Runtime: uint8 ``(N, H, W[, C])`` -> float32 ``(N, C, H, W)``.
@@ -105,6 +144,7 @@ class Preprocess:
         overhead (a grey 48x48 face: 5 against 25 microseconds)."""
         x = np.asarray(batch)
         x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+        self._check_input(x.shape, x.dtype == np.uint8, str(x.dtype))
         x = np.ascontiguousarray(x, dtype=np.float32)
         std = np.asarray(self.std, np.float32).reshape(1, -1, 1, 1)
         x *= 1.0 / (255.0 * std)  # (x / 255 - mean) / std, in place

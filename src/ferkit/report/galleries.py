@@ -2,7 +2,7 @@
 wrong predictions, and examples of the most confused class pairs.
 
 ``predict_split`` scores a split the way ``ferkit eval`` does (classes matched by
-name, the one colour conversion, the trainer's resize); ``write_galleries`` draws
+name, the one colour conversion, Preprocess's resize); ``write_galleries`` draws
 PNG grids and lists every shown image in ``galleries.csv``.
 """
 
@@ -69,7 +69,8 @@ def predict_split(model_spec: str | Path = "default", data: str | Path | None = 
     from ferkit.data.readers import load_dataset
     from ferkit.engine.checkpoint import build_from_checkpoint, load_checkpoint
     from ferkit.engine.evaluate import empty_split_message, split_images, trained_dataset
-    from ferkit.engine.trainer import images_to_tensor, predict_probs, stratified_subset
+    from ferkit.engine.builders import stratified_subset
+    from ferkit.engine.steps import images_to_tensor, predict_probs
     from ferkit.runtime import select_device
     from ferkit.imageio import to_model_channels
 
@@ -92,7 +93,7 @@ def predict_split(model_spec: str | Path = "default", data: str | Path | None = 
     images = part.images
     if part.channels != pre.channels:
         images = np.stack([to_model_channels(im, pre.channels) for im in images])
-    probs = predict_probs(model, images_to_tensor(images).to(device), pre, "none", batch_size)
+    probs = predict_probs(model, images_to_tensor(pre.prepare_images(images)).to(device), pre, "none", batch_size)
     sp = SplitPredictions(images, part.labels, probs, part.sources, tuple(pre.label_names), split, model, pre,
                           total=total, seed=seed, what=what)
     log.info("predicted %s of %s with %s", sp.subset, data, ckpt["path"])
