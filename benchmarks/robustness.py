@@ -31,7 +31,13 @@ What is measured
    143x181 image as it is, through the detector; the largest face is scored, none found counts as
    wrong. Also the whole image squashed to the model's input with no detector (what
    ``ferkit eval --data sfew-dev --split val`` reports).
-4. ``--calibrate``: the crop geometry (margin, vertical offset, alignment on/off) per detector,
+4. ``--interpolate A --alphas 0,0.25,...``: weight-space interpolation between checkpoint A and ``--model`` B
+   (``ferkit.engine.checkpoint.interpolate_checkpoints``: (1 - alpha) A + alpha B, for B fine-tuned from A).
+   With several alphas it only compares them, on what may be used to choose: PublicTest accuracy clean and
+   zoomed out 1.3x, the end-to-end proxy's PublicTest and SFEW-dev (YuNet, one crop geometry for all:
+   ``--geometry``). With one alpha the interpolated model is what the rest of the run measures (and what
+   ``--save-model`` writes).
+5. ``--calibrate``: the crop geometry (margin, vertical offset, alignment on/off) per detector,
    chosen by the mean of the end-to-end proxy's **PublicTest** accuracy and SFEW-dev's (PrivateTest
    is never used to choose). ``--save-model FILE`` writes a copy of the model with the chosen
    geometry in its Preprocess (the input file is never changed).
@@ -268,6 +274,48 @@ def markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
+def interpolated_file(a: str, b: str, alpha: float) -> str:
+    """Write ``(1 - alpha) a + alpha b`` to a temporary checkpoint file; its path."""
+    import tempfile
+
+    from ferkit.engine.checkpoint import interpolate_checkpoints, load_checkpoint, save_checkpoint
+
+    path = Path(tempfile.mkdtemp(prefix="ferkit-interp-")) / f"alpha{alpha:g}.pt"
+    save_checkpoint(interpolate_checkpoints(load_checkpoint(a), load_checkpoint(b), alpha), path)
+    return str(path)
+
+
+def compare_alphas(args, alphas: list[float], log) -> int:
+    """Part 4 with several alphas: the selection figures of each interpolation point (no PrivateTest)."""
+    val_imgs, val_y = fer_split(Path(args.data), "val", args.limit, seed=0)
+    sfew_imgs, sfew_y = sfew_images(Path(args.sfew))
+    det = create_detector("yunet")
+    proxy = detect_scenes([proxy_canvas(im) for im in val_imgs], val_y, det, "centre")
+    sfew = detect_scenes(sfew_imgs, sfew_y, det, "largest")
+    rows = []
+    for alpha in alphas:
+        rec = Recognizer(model=interpolated_file(args.interpolate, args.model, alpha), backend="torch", detector="haar",
+                         device="cpu", batch_size=256, threads=args.threads or None)
+        m, o, a = (float(v) for v in args.geometry.split(","))
+        lmap, geo = label_map_for(rec), CropGeometry(m, o, bool(a))
+        row = {"alpha": alpha, "val": classify(rec, val_imgs, val_y, lmap)["accuracy"],
+               "val_zoom_1.3": classify(rec, [zoom(im, 1.3) for im in val_imgs], val_y, lmap)["accuracy"],
+               "proxy_val": score_scenes(rec, proxy, geo, lmap)["accuracy"], "sfew": score_scenes(rec, sfew, geo, lmap)["accuracy"]}
+        rows.append(row)
+        log(" ".join(f"{k} {v:.4f}" for k, v in row.items()))
+    lines = [f"# Interpolation (1 - alpha) {args.interpolate} + alpha {args.model}", "",
+             "| alpha | PublicTest | PublicTest zoom 1.3 | proxy PublicTest (YuNet) | SFEW-dev (YuNet) |",
+             "| ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {r['alpha']:g} | {pct(r['val'])} | {pct(r['val_zoom_1.3'])} | {pct(r['proxy_val'])} | {pct(r['sfew'])} |" for r in rows]
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"interpolate": args.interpolate, "model": args.model, "rows": rows}, indent=2))
+        Path(args.out).with_suffix(".md").write_text(report)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default", help="'default', a checkpoint, a run folder or an exported .onnx file")
@@ -282,6 +330,11 @@ def main() -> int:
     ap.add_argument("--margins", default="-0.05,0,0.05,0.1,0.15", help="calibration grid: margins")
     ap.add_argument("--offsets", default="-0.1,-0.05,0,0.05", help="calibration grid: vertical offsets")
     ap.add_argument("--save-model", help="with --calibrate: write a copy of the model with the chosen geometry here")
+    ap.add_argument("--interpolate", metavar="A", help="checkpoint A to interpolate with --model (part 4)")
+    ap.add_argument("--alphas", default="0,0.25,0.5,0.75,1", help="with --interpolate: weights of --model, comma list")
+    ap.add_argument("--geometry", default="0,0,1", help="with several --alphas: the crop (margin, offset_y, align 1/0) "
+                    "every point is compared with")
+    ap.add_argument("--save-half", action="store_true", help="with --save-model: store the weights as float16 (as shipped)")
     ap.add_argument("--threads", type=int, default=0, help="torch / ONNX Runtime / OpenCV threads (0: their default)")
     ap.add_argument("--out", help="write results as JSON here, and the same name with .md as a Markdown report")
     args = ap.parse_args()
@@ -296,11 +349,18 @@ def main() -> int:
         cv2.setNumThreads(args.threads)
 
     t0 = time.perf_counter()
+    log = lambda msg: print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    model_name = args.model
+    if args.interpolate:
+        alphas = [float(v) for v in args.alphas.split(",")]
+        if len(alphas) > 1:
+            return compare_alphas(args, alphas, log)
+        args.model = interpolated_file(args.interpolate, args.model, alphas[0])
+        model_name = f"(1 - {alphas[0]}) {args.interpolate} + {alphas[0]} {model_name}"
     rec = Recognizer(model=args.model, backend=args.backend, detector="haar", device="cpu", batch_size=256,
                      threads=args.threads or None)
     lmap = label_map_for(rec)
-    res: dict = {"model": args.model, "backend": args.backend, "limit": args.limit}
-    log = lambda msg: print(f"[{time.perf_counter() - t0:6.0f} s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    res: dict = {"model": model_name, "backend": args.backend, "limit": args.limit}
 
     if not args.skip_changes:
         test_imgs, test_y = fer_split(Path(args.data), "test", args.limit, seed=0)
@@ -348,10 +408,9 @@ def main() -> int:
 
                 ck = load_checkpoint(args.model)
                 ck["preprocess"] = base.to_dict()
-                half = any(str(v.dtype) == "torch.float16" for v in ck["state_dict"].values())  # keep the file's precision
                 if Path(args.save_model).resolve() == Path(ck["path"]).resolve():
                     raise SystemExit(f"--save-model {args.save_model}: that is the input model; give a new file name")
-                export_weights(ck, args.save_model, half=half)
+                export_weights(ck, args.save_model, half=args.save_half, extra={k: ck[k] for k in ("interpolated",) if k in ck})
                 log(f"wrote {args.save_model} with crop geometry {base.crop_geometry}")
         if not args.skip_e2e:
             res["proxy"], res["sfew"] = {}, {}

@@ -121,3 +121,26 @@ def export_weights(ckpt: dict, path: str | Path, half: bool = False, extra: dict
     out["state_dict"] = sd
     out.update(extra or {})
     save_checkpoint(out, path)
+
+
+def interpolate_checkpoints(a: dict, b: dict, alpha: float) -> dict:
+    """A checkpoint whose weights are ``(1 - alpha) * a + alpha * b`` (float tensors; integer buffers from ``b``).
+
+    Weight-space ensembling of two fine-tuning stages of one model (WiSE-FT, Wortsman et al. 2022): when ``b``
+    was fine-tuned from ``a`` (here, with stronger augmentation), the points between them keep most of ``a``'s
+    accuracy on clean inputs and most of ``b``'s robustness. Both must be the same architecture with the same
+    classes; the result carries ``b``'s model spec, preprocessing and config, and no training state.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if a["model"] != b["model"] or a["preprocess"]["label_names"] != b["preprocess"]["label_names"]:
+        raise ValueError(f"cannot interpolate {a.get('path')} and {b.get('path')}: different models or classes "
+                         f"({a['model']} vs {b['model']})")
+    sa, sb = a["state_dict"], b["state_dict"]
+    if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
+        raise ValueError(f"cannot interpolate {a.get('path')} and {b.get('path')}: their tensors differ")
+    state = {k: torch.lerp(sa[k].float(), sb[k].float(), alpha) if sb[k].is_floating_point() else sb[k].clone() for k in sb}
+    out = {k: b[k] for k in ("format", "version", "model", "preprocess", "config") if k in b}
+    out["state_dict"] = state
+    out["interpolated"] = {"a": str(a.get("path")), "b": str(b.get("path")), "alpha": float(alpha)}
+    return out
