@@ -4,10 +4,12 @@ Started by vs_peers.py as ``FER_PYTHON benchmarks/_fer_worker.py`` and driven ov
 one JSON object per line each way, so that ferkit and fer can be timed in alternating rounds
 (this machine is shared and noisy). Requests (``{"cmd": ...}``):
 
-    init      {threads}                          -> versions, labels, model input size
+    init      {threads}                          -> versions, labels, model input size (threads 0: fer's defaults)
     classify  {crops: npz, out: npy prefix}      -> accuracy variants' probabilities, saved as .npy
     latency   {crops: npz, warmup, runs}         -> ms per face, batch 1: crop -> probabilities, and model only
     e2e       {frames: [png paths], warmup, runs} -> ms per frame of ``FER().detect_emotions(frame)``; faces found
+    video     {path, outdir}                     -> seconds of fer's own video analysis (``fer.classes.Video``) of
+                                                    the whole file; faces found per frame
     quit
 
 Replies are ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. Only numpy and the standard
@@ -48,26 +50,27 @@ class FerSide:
 
     def __init__(self, threads: int):
         import cv2
-        import tensorflow as tf
-
-        # Thread counts must be set before TensorFlow runs anything.
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-        cv2.setNumThreads(threads)  # the Haar cascade's detectMultiScale is parallel
-
         import fer
+        import tensorflow as tf
         from fer.fer import FER
 
-        # FER() builds its TFLite interpreter with the default thread count and caches it on the class;
-        # putting our own there first gives the same thread count as ferkit, through fer's own code path.
-        path = os.path.join(os.path.dirname(fer.__file__), "data", "emotion_model_quantized.tflite")
-        interp = tf.lite.Interpreter(model_path=path, num_threads=threads)
-        interp.allocate_tensors()
-        FER._tflite_interpreter_cache = interp
+        if threads:
+            # Thread counts must be set before TensorFlow runs anything.
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+            cv2.setNumThreads(threads)  # the Haar cascade's detectMultiScale is parallel
+            # FER() builds its TFLite interpreter with the default thread count and caches it on the class;
+            # putting our own there first gives the same thread count as ferkit, through fer's own code path.
+            path = os.path.join(os.path.dirname(fer.__file__), "data", "emotion_model_quantized.tflite")
+            interp = tf.lite.Interpreter(model_path=path, num_threads=threads)
+            interp.allocate_tensors()
+            FER._tflite_interpreter_cache = interp
 
         self.cv2, self.tf = cv2, tf
+        self.threads = threads
         self.fer_version = fer.__version__
         self.fer = FER()  # the defaults: Haar (mtcnn=False), use_tflite=True, offsets (10, 10), min_face_size 50
+        interp = FER._tflite_interpreter_cache  # ours, or the one FER() made with its own thread count
         self.interp = interp
         self.labels = [FER._get_labels()[i] for i in range(len(FER._get_labels()))]
         self.size = tuple(int(v) for v in interp.get_input_details()[0]["shape"][1:3])  # (64, 64)
@@ -141,6 +144,7 @@ class FerSide:
             "input_size": list(self.size),
             "classifier": "data/emotion_model_quantized.tflite (FER() default, use_tflite=True)",
             "detector": "OpenCV Haar haarcascade_frontalface_default (FER() default, mtcnn=False)",
+            "threads": self.threads or "fer's defaults (TFLite, TensorFlow and OpenCV as FER() leaves them)",
         }
 
     def classify(self, crops: str, out: str) -> dict:
@@ -187,6 +191,29 @@ class FerSide:
         found = [[list(map(int, r["box"])) for r in self.fer.detect_emotions(im)] for im in imgs]
         return {"ms": time_calls(self.fer.detect_emotions, imgs, warmup, runs), "boxes": found}
 
+    def video(self, path: str, outdir: str) -> dict:
+        """fer's own video path: ``Video(path).analyze(FER())``, nothing saved or drawn, timed as a whole
+        (decoding included); ``detect_emotions`` is wrapped to record each frame's boxes."""
+        from fer.classes import Video
+
+        boxes: list[list[list[int]]] = []
+        orig = self.fer.detect_emotions
+
+        def recording(img, *args, **kwargs):
+            res = orig(img, *args, **kwargs)
+            boxes.append([list(map(int, r["box"])) for r in res])
+            return res
+
+        self.fer.detect_emotions = recording  # instance attribute: Video.analyze calls detector.detect_emotions
+        try:
+            t0 = time.perf_counter()
+            Video(path, outdir=outdir).analyze(self.fer, display=False, output="pandas", save_frames=False,
+                                               save_video=False, annotate_frames=False, zip_images=False)
+            seconds = time.perf_counter() - t0
+        finally:
+            del self.fer.detect_emotions
+        return {"seconds": seconds, "frames": len(boxes), "boxes": boxes}
+
 
 def main() -> int:
     # Replies go to the original stdout; anything else printing to fd 1 (TensorFlow, fer's logging) goes to stderr.
@@ -208,10 +235,10 @@ def main() -> int:
                 res = side.init()
             elif side is None:
                 raise RuntimeError(f"{cmd!r} before 'init'")
-            elif cmd in ("classify", "latency", "e2e"):
+            elif cmd in ("classify", "latency", "e2e", "video"):
                 res = getattr(side, cmd)(**req)
             else:
-                raise ValueError(f"unknown command {cmd!r}; expected init, classify, latency, e2e or quit")
+                raise ValueError(f"unknown command {cmd!r}; expected init, classify, latency, e2e, video or quit")
             reply.write(json.dumps({"ok": True, **res}) + "\n")
         except Exception as exc:
             traceback.print_exc()

@@ -105,7 +105,7 @@ def test_shipped_int8_model_is_made_from_the_shipped_weights_and_scores_as_its_c
     assert quant["dtype"] == "int8" and quant["source_sha256"] == sha256_file(DEFAULT_MODEL)
     crops, y = private_test_slice()
     int8 = Recognizer("default", detector="haar", backend="onnx-int8", threads=1)
-    torch_rec = Recognizer("default", detector="haar")
+    torch_rec = Recognizer("default", detector="haar", backend="torch")
     p8, p32 = int8.classify_crops(crops), torch_rec.classify_crops(crops)
     assert int8.label_names == torch_rec.label_names == L.FER2013
     assert float((p8.argmax(1) == p32.argmax(1)).mean()) >= 0.95  # the same answer on nearly every face

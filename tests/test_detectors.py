@@ -316,3 +316,55 @@ def test_auto_falls_back_to_haar_with_one_notice_and_no_network(empty_cache, mon
     # With the weights named by the environment, auto uses YuNet.
     monkeypatch.setenv(D.YUNET_ENV, str(YUNET))
     assert D.create_detector("auto").name == "yunet"
+
+
+# ------------------------------------------------------------------ YuNet on ONNX Runtime, min_face
+
+
+def test_yunet_on_onnxruntime_finds_the_same_faces_as_opencv(photos):
+    from conftest import VIDEO
+
+    ort_det = D.YuNetDetector(YUNET, min_face=0)
+    cv_det = D.YuNetDetector(YUNET, min_face=0, runtime="opencv")
+    assert ort_det.runtime == "onnxruntime" and cv_det.runtime == "opencv"  # "auto" takes ONNX Runtime when installed
+    cap = cv2.VideoCapture(str(VIDEO))
+    clip = [cap.read()[1] for _ in range(40)][::8]
+    cap.release()
+    images = list(photos.values()) + clip + [cv2.resize(photos["kit_with_rose.jpg"], (333, 201)), np.zeros((10, 10, 3), np.uint8)]
+    total = 0
+    for img in images:
+        a, b = ort_det.detect(img), cv_det.detect(img)
+        assert [d.box for d in a] == [d.box for d in b]
+        for da, db in zip(a, b):
+            assert abs(da.score - db.score) < 1e-4 and np.abs(da.landmarks - db.landmarks).max() < 0.01
+        total += len(a)
+    assert total >= 13 + 5
+    with pytest.raises(ValueError, match="unknown YuNet runtime 'tensorrt'"):
+        D.YuNetDetector(YUNET, runtime="tensorrt")
+
+
+def test_min_face_sets_the_working_scale_and_drops_smaller_faces(photos, monkeypatch):
+    img = photos["two_people.jpg"]  # 1126x661, faces about 205 px high
+    default = D.YuNetDetector(YUNET)
+    assert default.min_face == D.DEFAULT_MIN_FACE and default.scale_for(*img.shape[:2]) == 1.0
+    big_faces = D.YuNetDetector(YUNET, min_face=2 * D.YUNET_RELIABLE_PX)
+    assert big_faces.scale_for(*img.shape[:2]) == 0.5
+    seen = []
+    real = big_faces._detect
+    monkeypatch.setattr(big_faces, "_detect", lambda image, scale: seen.append(image.shape) or real(image, scale))
+    small_run, full_run = big_faces.detect(img), default.detect(img)
+    assert seen == [(330, 563, 3)]  # detected on a half-size copy
+    assert len(small_run) == len(full_run) == 2
+    _assert_inside(small_run, img)
+    for a, b in zip(sorted(small_run, key=lambda d: d.box), sorted(full_run, key=lambda d: d.box)):
+        assert np.allclose(a.box, b.box, atol=8), (a.box, b.box)  # boxes in the original image's pixels
+    # Every counted face of the photos is far above 80 px: min_face=80 finds them all.
+    for name, img in photos.items():
+        assert _hits(big_faces.detect(img), TRUE_FACES[name]) == (len(TRUE_FACES[name]), 0), name
+    # Faces smaller than min_face are not wanted, whatever the scale.
+    assert D.YuNetDetector(YUNET, min_face=260).detect(img) == []
+    # max_side still bounds large images, and min_face never scales up.
+    assert D.working_scale(1536, 2048, 1280, 20, 40) == 0.625
+    assert D.working_scale(480, 640, None, 10, 40) == 1.0
+    with pytest.raises(ValueError, match="min_face must be >= 0"):
+        D.YuNetDetector(YUNET, min_face=-1)

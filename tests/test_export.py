@@ -137,7 +137,7 @@ def test_recognizer_onnx_backend_agrees_with_torch(exported, monkeypatch):
     calls = []
     monkeypatch.setattr(E, "export_onnx", lambda spec, path: calls.append(spec) or shutil.copyfile(exported["onnx"], path))
     photo = PHOTOS / "test_image.jpg"
-    torch_faces = Recognizer("default", detector="yunet", yunet_path=YUNET)(photo)
+    torch_faces = Recognizer("default", detector="yunet", yunet_path=YUNET, backend="torch")(photo)
     onnx_rec = Recognizer("default", detector="yunet", yunet_path=YUNET, backend="onnx", threads=1)
     onnx_faces = onnx_rec(photo)
     assert len(onnx_faces) == len(torch_faces) == 6

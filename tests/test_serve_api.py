@@ -86,7 +86,7 @@ def test_predict_returns_every_face_in_the_results_jsonl_schema(client):
 def test_predict_matches_the_recognizer_and_annotates(client):
     from ferkit.infer.recognizer import Recognizer
 
-    rec = Recognizer(detector="yunet", yunet_path=YUNET, device="cpu")
+    rec = Recognizer(detector="yunet", yunet_path=YUNET, device="cpu", backend="torch")
     expected = rec(str(PHOTOS / "kit_with_rose.jpg"))
     r = _post_image(client, _photo("kit_with_rose.jpg"), annotated=1)
     assert r.status_code == 200, r.text

@@ -61,6 +61,6 @@ def add_detector(p: argparse.ArgumentParser) -> None:
 
 def add_backend(p: argparse.ArgumentParser) -> None:
     """``--backend``: the classifier's runtime."""
-    p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8"), default="torch",
-                   help="classifier runtime: PyTorch, ONNX Runtime, or ONNX Runtime with the shipped model quantized "
-                        "to int8 (fastest on a CPU)")
+    p.add_argument("--backend", choices=("torch", "onnx", "onnx-int8", "auto"), default="torch",
+                   help="classifier runtime: PyTorch, ONNX Runtime, ONNX Runtime with the shipped model quantized "
+                        "to int8 (fastest on a CPU), or auto (int8 for the shipped model on a CPU, else torch)")

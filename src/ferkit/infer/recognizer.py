@@ -16,8 +16,10 @@ passed as ``Recognizer(classifier=...)`` (the server's batched one, a stub in te
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -29,7 +31,7 @@ from ferkit.engine.checkpoint import DEFAULT_MODEL, load_model, resolve_checkpoi
 from ferkit.engine.preprocess import Preprocess
 from ferkit.imageio import read_bgr, to_model_channels, to_uint8
 from ferkit.infer.align import crop_faces
-from ferkit.infer.detectors import FaceDetector, create_detector
+from ferkit.infer.detectors import DEFAULT_MIN_FACE, FaceDetector, create_detector
 from ferkit.infer.results import Detection, Face
 from ferkit.runtime import models_dir, select_device, sha256_file
 
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 ONNX_CACHE_VERSION = 1  # bump when export_onnx changes what it writes
 # The shipped model quantized to int8 (``ferkit export --int8``; the model card has the command).
 DEFAULT_INT8 = DEFAULT_MODEL.with_name("default_int8.onnx")
@@ -146,28 +148,50 @@ class Classifier(Protocol):
         ...
 
 
-class TorchClassifier:
-    """A PyTorch model as a :class:`Classifier` (``Preprocess.to_tensor`` normalises, softmax at the end)."""
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` intra-op threads in the calling thread, then restore the setting (None: as it is)."""
+    old = torch.get_num_threads()
+    if n is None or n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
-    def __init__(self, model: torch.nn.Module, preprocess: Preprocess, device: torch.device):
+
+class TorchClassifier:
+    """A PyTorch model as a :class:`Classifier` (``Preprocess.to_tensor`` normalises, softmax at the end).
+
+    ``threads``: intra-op threads of each forward pass on a CPU, set for the call only (None: torch's own
+    setting). The Recognizer passes 1 unless told otherwise: with other processes busy on a 2-core machine,
+    torch's default two threads spin-wait for the busy core (the shipped model on a batch of one face 599
+    against 12.9 ms, of 64 faces 983 against 531 ms; the shared clip with YuNet on OpenCV 5.8 against
+    31.0 frames/s in ``benchmarks/vs_peers.py``).
+    """
+
+    def __init__(self, model: torch.nn.Module, preprocess: Preprocess, device: torch.device, threads: int | None = None):
         if device.type == "cpu":
             # channels_last: 5-25% faster convolutions on CPU (measured with the default model), same results.
             model = model.to(memory_format=torch.channels_last)
         self.model = model.eval()
         self.preprocess = preprocess
         self.device = device
+        self.threads = threads if device.type == "cpu" else None
 
     @classmethod
-    def load(cls, model: str | Path, device: torch.device) -> TorchClassifier:
+    def load(cls, model: str | Path, device: torch.device, threads: int | None = None) -> TorchClassifier:
         """``model``: "default", a checkpoint file or a run folder, loaded weights-only onto ``device``."""
         net, pre = load_model(model, device)
-        return cls(net, pre, device)
+        return cls(net, pre, device, threads)
 
     def probs(self, batch: np.ndarray) -> np.ndarray:
         x = self.preprocess.to_tensor(batch, self.device)  # (n, C, S, S), float, normalised
         if x.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)  # matches the model's layout (see __init__)
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_threads(self.threads):
             logits = self.model(x)
         return F.softmax(logits.float(), dim=1).cpu().numpy()
 
@@ -192,25 +216,57 @@ def _onnx_classifier(model: str | Path, backend: str, device: torch.device, thre
     return clf
 
 
+def _onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, model: str | Path, device: torch.device) -> str:
+    """The backend "auto" stands for: "onnx-int8" for the shipped model on a CPU with ONNX Runtime
+    installed, "onnx" for an ``.onnx`` file, else "torch"; any other backend as given.
+
+    Why int8 on CPU: against the torch model it took ``benchmarks/vs_peers.py``'s frame rates from 45.0 to
+    79.5 frames/s on 640x480 frames with one face, 11.2 to 21.8 on 1280x720 frames with six, 38.7 to 71.1 on
+    the shared clip (a 2-core Xeon VM, load average 4-6), for 70.13 against 70.24 % on FER2013 PrivateTest."""
+    if backend != "auto":
+        return backend
+    if str(model).lower().endswith(".onnx"):
+        return "onnx"
+    if str(model) == "default" and device.type == "cpu" and DEFAULT_INT8.is_file() and _onnxruntime_available():
+        return "onnx-int8"
+    return "torch"
+
+
 class Recognizer:
     """Detect faces, crop them as the model was trained, and classify their expressions.
 
     ``model``: "default" (shipped), a checkpoint file, a run folder, or an
     exported ``.onnx`` file. ``detector``: "auto", "yunet", "haar" or a
     :class:`FaceDetector`. ``device``: "auto" (cuda if available), "cpu",
-    "cuda", ... ``backend``: "torch", "onnx" (ONNX Runtime; a checkpoint is
-    exported once and cached) or "onnx-int8" (the shipped model quantized to
-    int8: faster per face on a CPU, a little less accurate; the model card has
-    both figures). ``batch_size``: faces per forward pass.
-    ``threads``: classifier threads (None: leave the default); for the torch
-    backend this sets ``torch.set_num_threads``, which is process-wide.
+    "cuda", ... ``backend``: "auto" (:func:`resolve_backend`: the shipped
+    model runs as "onnx-int8" on a CPU), "torch", "onnx" (ONNX Runtime; a
+    checkpoint is exported once and cached) or "onnx-int8" (the shipped model
+    quantized to int8: faster per face on a CPU, a little less accurate; the
+    model card has both figures). ``batch_size``: faces per forward pass.
+    ``threads``: CPU threads of the classifier and of YuNet on ONNX Runtime
+    (None: one ONNX Runtime thread per core, idle ones sleeping rather than
+    spinning, see :func:`~ferkit.engine.export.ort_session_options`, and one
+    thread per torch forward pass, see :class:`TorchClassifier`: defaults that
+    hold up on a busy machine); for the torch backend a number also sets
+    ``torch.set_num_threads``, which is process-wide. ``min_face``: the smallest
+    face wanted, in pixels of the images to come; a larger one lets YuNet work
+    on a smaller copy of each image (:mod:`ferkit.infer.detectors`).
     ``classifier``: a ready :class:`Classifier` to use instead of loading
     ``model``; ``model`` and ``backend`` then only name it.
     """
 
     def __init__(self, model: str | Path = "default", detector: str | FaceDetector = "auto", device: str = "auto",
-                 backend: str = "torch", yunet_path: str | Path | None = None, batch_size: int = 64,
-                 threads: int | None = None, score_threshold: float = 0.6, classifier: Classifier | None = None):
+                 backend: str = "auto", yunet_path: str | Path | None = None, batch_size: int = 64,
+                 threads: int | None = None, score_threshold: float = 0.6, classifier: Classifier | None = None,
+                 min_face: int = DEFAULT_MIN_FACE):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
         if batch_size < 1:
@@ -220,20 +276,22 @@ class Recognizer:
                             f"got a {type(classifier).__name__}")
         self.device = select_device(device)
         if classifier is None:
+            backend = resolve_backend(backend, model, self.device)
             if str(model).lower().endswith(".onnx") and backend == "torch":
                 log.info("%s is an ONNX file: using the onnx backend", model)
                 backend = "onnx"
             if backend == "torch":
                 if threads:
                     torch.set_num_threads(int(threads))
-                classifier = TorchClassifier.load(model, self.device)
+                classifier = TorchClassifier.load(model, self.device, threads=threads or 1)  # why 1: TorchClassifier
             else:
                 classifier = _onnx_classifier(model, backend, self.device, threads)
         self.classifier: Classifier = classifier
         self.backend = backend
         self.batch_size = int(batch_size)
         self.model_name = str(model)
-        self.detector = create_detector(detector, yunet_path=yunet_path, score_threshold=score_threshold)
+        self.detector = create_detector(detector, yunet_path=yunet_path, score_threshold=score_threshold,
+                                        min_face=min_face, threads=threads)
 
     @property
     def preprocess(self) -> Preprocess:
