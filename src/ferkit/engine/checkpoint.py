@@ -142,5 +142,7 @@ def interpolate_checkpoints(a: dict, b: dict, alpha: float) -> dict:
     state = {k: torch.lerp(sa[k].float(), sb[k].float(), alpha) if sb[k].is_floating_point() else sb[k].clone() for k in sb}
     out = {k: b[k] for k in ("format", "version", "model", "preprocess", "config") if k in b}
     out["state_dict"] = state
-    out["interpolated"] = {"a": str(a.get("path")), "b": str(b.get("path")), "alpha": float(alpha)}
+    # Folder and file name only: a full path would carry this machine's layout into a shared file.
+    name = lambda c: "/".join(Path(str(c.get("path", "?"))).parts[-2:])  # noqa: E731
+    out["interpolated"] = {"a": name(a), "b": name(b), "alpha": float(alpha)}
     return out
