@@ -317,7 +317,7 @@ def test_backend_auto_is_int8_for_the_shipped_model_on_cpu_and_explicit_backends
     assert R.resolve_backend("auto", "model.onnx", cpu) == "onnx"
     for b in ("torch", "onnx", "onnx-int8"):
         assert R.resolve_backend(b, "default", cpu) == b
-    monkeypatch.setattr(R, "_onnxruntime_available", lambda: False)
+    monkeypatch.setattr(R, "onnxruntime_available", lambda: False)
     assert R.resolve_backend("auto", "default", cpu) == "torch"  # no ONNX Runtime: the torch model
     monkeypatch.undo()
 

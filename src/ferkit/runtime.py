@@ -49,6 +49,16 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def onnxruntime_available() -> bool:
+    """Whether ONNX Runtime (and onnx, to edit graphs) can be imported: the int8 classifier and YuNet use it."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def cache_dir(sub: str = "") -> Path:
     """``$FERKIT_CACHE`` or ``~/.cache/ferkit``, optionally a sub-folder (``datasets``, ``models``)."""
     base = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "ferkit")

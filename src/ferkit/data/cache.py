@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ferkit import runtime
 from ferkit.data.dataset import FerData
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,7 @@ FORMAT_VERSION = 1
 
 def cache_dir() -> Path:
     """``$FERKIT_CACHE`` or ``~/.cache/ferkit``, sub-folder ``datasets``."""
-    base = os.environ.get("FERKIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ferkit")
-    return Path(base) / "datasets"
+    return runtime.cache_dir("datasets")
 
 
 def fingerprint(files: Iterable[Path], options: dict) -> str:

@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 
 from ferkit.infer.results import Detection
-from ferkit.runtime import models_dir, sha256_file
+from ferkit.runtime import models_dir, onnxruntime_available, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -340,14 +340,6 @@ class _YuNetOnnx:
         return faces
 
 
-def _onnxruntime_available() -> bool:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
 
 class YuNetDetector(FaceDetector):
     """OpenCV's YuNet: boxes, scores and 5 landmarks (eyes, nose tip, mouth corners).
@@ -369,7 +361,7 @@ class YuNetDetector(FaceDetector):
         self.weights = yunet_weights(weights, download=download)
         self._onnx: _YuNetOnnx | None = None
         self._net = None
-        if runtime == "onnxruntime" or (runtime == "auto" and _onnxruntime_available()):
+        if runtime == "onnxruntime" or (runtime == "auto" and onnxruntime_available()):
             try:
                 self._onnx = _YuNetOnnx(self.weights, self.score_threshold, nms_threshold, 5000, threads)
             except Exception as exc:  # any file ONNX Runtime refuses (onnx and ORT raise their own types): OpenCV may read it

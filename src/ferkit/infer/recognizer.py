@@ -33,7 +33,7 @@ from ferkit.imageio import read_bgr, to_model_channels, to_uint8
 from ferkit.infer.align import crop_faces
 from ferkit.infer.detectors import DEFAULT_MIN_FACE, FaceDetector, create_detector
 from ferkit.infer.results import Detection, Face
-from ferkit.runtime import models_dir, select_device, sha256_file
+from ferkit.runtime import models_dir, onnxruntime_available, select_device, sha256_file
 
 if TYPE_CHECKING:
     from ferkit.engine.export import OnnxClassifier
@@ -216,13 +216,6 @@ def _onnx_classifier(model: str | Path, backend: str, device: torch.device, thre
     return clf
 
 
-def _onnxruntime_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
 
 def resolve_backend(backend: str, model: str | Path, device: torch.device) -> str:
     """The backend "auto" stands for: "onnx-int8" for the shipped model on a CPU with ONNX Runtime
@@ -235,7 +228,7 @@ def resolve_backend(backend: str, model: str | Path, device: torch.device) -> st
         return backend
     if str(model).lower().endswith(".onnx"):
         return "onnx"
-    if str(model) == "default" and device.type == "cpu" and DEFAULT_INT8.is_file() and _onnxruntime_available():
+    if str(model) == "default" and device.type == "cpu" and DEFAULT_INT8.is_file() and onnxruntime_available():
         return "onnx-int8"
     return "torch"
 
