@@ -80,6 +80,11 @@ def test_predict_photo_writes_results_and_an_annotated_copy(tmp_path, capsys):
     assert main(["predict", str(photo), "--out", str(out), "--overwrite", *YUNET_ARGS]) == 0
     assert len(read_jsonl(out / "results.jsonl")) == 2
 
+    # --min-face: faces smaller than it are not wanted (both are about 200 px), and the summary says so.
+    for min_face, found in ((120, 2), (400, 0)):
+        assert main(["predict", str(photo), "--out", str(out), "--overwrite", "--min-face", str(min_face), *YUNET_ARGS]) == 0
+        assert len(read_jsonl(out / "results.jsonl")) == found, min_face
+
 
 def test_predict_folder_recursive_keeps_relative_names_and_skips_broken_files(tmp_path, capsys, monkeypatch):
     from ferkit.app import cmd_predict

@@ -86,7 +86,9 @@ def test_predict_returns_every_face_in_the_results_jsonl_schema(client):
 def test_predict_matches_the_recognizer_and_annotates(client):
     from ferkit.infer.recognizer import Recognizer
 
-    rec = Recognizer(detector="yunet", yunet_path=YUNET, device="cpu", backend="torch")
+    # The server's default backend, as the Recognizer's: "auto" (the shipped int8 model on a CPU).
+    rec = Recognizer(detector="yunet", yunet_path=YUNET, device="cpu", backend="auto")
+    assert client.app.state.hub.recognizers["default"].backend == rec.backend
     expected = rec(str(PHOTOS / "kit_with_rose.jpg"))
     r = _post_image(client, _photo("kit_with_rose.jpg"), annotated=1)
     assert r.status_code == 200, r.text

@@ -225,7 +225,7 @@ def _run_ray(args) -> int:
 
     summary = predict_ray(
         args.source, out, address=args.address, workers=args.workers, model=args.model, detector=args.detector,
-        yunet_path=args.yunet, backend=args.backend, device=None if args.device == "auto" else args.device,
+        yunet_path=args.yunet, backend=args.backend, device=None if args.device == "auto" else args.device, min_face=args.min_face,
         gpus_per_worker=args.gpus_per_worker, cpus_per_worker=float(args.threads or 1), batch_size=args.batch_size,
         detect_every=args.detect_every, track=not args.no_track, smooth=None if args.no_smooth else args.smooth,
         max_frames=args.max_frames, max_pixels=args.max_pixels, format=args.format, overwrite=args.overwrite,
@@ -283,7 +283,7 @@ def _run_local(args) -> int:
         src = open_source(args.source, exclude=[args.out] if args.out else [])
         try:
             recognizer = Recognizer(model=args.model, detector=args.detector, device=args.device, backend=args.backend,
-                                    yunet_path=args.yunet, threads=args.threads)
+                                    yunet_path=args.yunet, threads=args.threads, min_face=args.min_face)
             made: list[Path] = []
             out = Path(args.out) if args.out else None
             if out is None:

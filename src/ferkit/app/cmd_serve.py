@@ -88,7 +88,7 @@ def run(args) -> int:
     given = {key: getattr(args, name, None) for name, key in options.items()}
     app = create_app(
         model=args.model or ["default"], detector=args.detector, api_key=api_key, yunet_path=args.yunet,
-        device=args.device, backend=args.backend, work_dir=args.work_dir,
+        device=args.device, backend=args.backend, min_face=args.min_face, work_dir=args.work_dir,
         **{k: v for k, v in given.items() if v is not None},
     )
     lim = app.state.limits

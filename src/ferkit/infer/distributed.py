@@ -52,7 +52,7 @@ VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".m
 VIDEO_CHUNK_FRAMES = 500  # a video's results travel back in pieces of this many frames: bounded memory per row
 PARQUET_ROWS = 10_000  # faces per Parquet row group written
 # Settings a resumed run must share with the first; workers, threads and device only change the speed.
-RESUME_KEYS = ("model_sha256", "detector", "yunet", "backend", "detect_every", "track", "smooth", "max_frames")
+RESUME_KEYS = ("model_sha256", "detector", "yunet", "min_face", "backend", "detect_every", "track", "smooth", "max_frames")
 
 
 def import_ray():
@@ -149,7 +149,8 @@ class _Worker:
         cv2.setNumThreads(threads)  # one actor per core: OpenCV's and torch's own thread pools would fight
         self.settings = settings
         self.recognizer = Recognizer(model=settings["model"], detector=settings["detector"], device=settings["device"],
-                                     backend=settings["backend"], yunet_path=settings["yunet"], threads=threads)
+                                     backend=settings["backend"], yunet_path=settings["yunet"], threads=threads,
+                                     min_face=settings["min_face"])
 
 
 class ImageWorker(_Worker):
@@ -355,7 +356,7 @@ def _write_parquet(entries: Iterator[dict], path: Path) -> tuple[int, int]:
 
 
 def _settings(model, detector, yunet_path, backend, device, threads, detect_every, track, smooth, max_frames,
-              max_pixels) -> dict[str, Any]:
+              max_pixels, min_face) -> dict[str, Any]:
     """What the workers need, and what a resumed run must share with the first (the model by content)."""
     from ferkit.engine.checkpoint import resolve_checkpoint_path
     from ferkit.runtime import sha256_file
@@ -365,7 +366,7 @@ def _settings(model, detector, yunet_path, backend, device, threads, detect_ever
         model = str(Path(model).resolve())  # the actors may run elsewhere than this folder
     yunet = str(Path(yunet_path).resolve()) if yunet_path else None
     return {"model": str(model), "model_sha256": sha256_file(model_file), "detector": detector, "yunet": yunet,
-            "backend": backend, "device": device, "threads": threads, "detect_every": detect_every, "track": track,
+            "min_face": min_face, "backend": backend, "device": device, "threads": threads, "detect_every": detect_every, "track": track,
             "smooth": smooth if track else None, "max_frames": max_frames, "max_pixels": max_pixels}
 
 
@@ -378,8 +379,9 @@ def predict_ray(
     model: str | Path = "default",
     detector: str = "auto",
     yunet_path: str | Path | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
     device: str | None = None,
+    min_face: int | None = None,
     gpus_per_worker: float = 0.0,
     cpus_per_worker: float = 1.0,
     batch_size: int = 16,
@@ -415,7 +417,7 @@ def predict_ray(
         raise FileExistsError(f"{out}: exists and is not a folder; give out_dir a folder")
     items = expand_sources(sources, exclude=[out])
     settings = _settings(model, detector, yunet_path, backend, device or ("cuda" if gpus_per_worker > 0 else "cpu"),
-                         max(1, int(cpus_per_worker)), detect_every, track, smooth, max_frames, max_pixels)
+                         max(1, int(cpus_per_worker)), detect_every, track, smooth, max_frames, max_pixels, min_face)
 
     state = RunState(out)
     if overwrite:

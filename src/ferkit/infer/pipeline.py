@@ -204,9 +204,10 @@ def run_predict(
     model: str | Path = "default",
     detector: str = "auto",
     yunet_path: str | Path | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
     device: str = "auto",
     threads: int | None = None,
+    min_face: int | None = None,
     detect_every: int = 1,
     track: bool = True,
     smooth: float | None = 0.6,
@@ -224,7 +225,7 @@ def run_predict(
     the source's fps and size), and for videos ``timeline.csv`` + ``timeline.png``
     (mean probability per emotion over time). Refuses a folder that holds an
     earlier run's results unless ``overwrite``, and one inside a source folder; input files are never overwritten.
-    ``recognizer``: a ready Recognizer, else one is built from model/detector/backend/device/threads.
+    ``recognizer``: a ready Recognizer, else one is built from model/detector/backend/device/threads/min_face.
     ``on_frame`` is called after each frame (the CLI's progress bar). Ctrl-C stops
     a stream cleanly: outputs are finished and the summary says ``interrupted``.
     """
@@ -235,7 +236,7 @@ def run_predict(
         from ferkit.infer.recognizer import Recognizer
 
         recognizer = Recognizer(model=model, detector=detector, device=device, backend=backend, yunet_path=yunet_path,
-                                threads=threads)
+                                threads=threads, min_face=min_face)
     out.mkdir(parents=True, exist_ok=True)
 
     window = None

@@ -250,7 +250,7 @@ class Recognizer:
     thread per torch forward pass, see :class:`TorchClassifier`: defaults that
     hold up on a busy machine); for the torch backend a number also sets
     ``torch.set_num_threads``, which is process-wide. ``min_face``: the smallest
-    face wanted, in pixels of the images to come; a larger one lets YuNet work
+    face wanted, in pixels of the images to come (None: 20); a larger one lets YuNet work
     on a smaller copy of each image (:mod:`ferkit.infer.detectors`).
     ``classifier``: a ready :class:`Classifier` to use instead of loading
     ``model``; ``model`` and ``backend`` then only name it.
@@ -259,7 +259,7 @@ class Recognizer:
     def __init__(self, model: str | Path = "default", detector: str | FaceDetector = "auto", device: str = "auto",
                  backend: str = "auto", yunet_path: str | Path | None = None, batch_size: int = 64,
                  threads: int | None = None, score_threshold: float = 0.6, classifier: Classifier | None = None,
-                 min_face: int = DEFAULT_MIN_FACE):
+                 min_face: int | None = None):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
         if batch_size < 1:
@@ -284,7 +284,8 @@ class Recognizer:
         self.batch_size = int(batch_size)
         self.model_name = str(model)
         self.detector = create_detector(detector, yunet_path=yunet_path, score_threshold=score_threshold,
-                                        min_face=min_face, threads=threads)
+                                        min_face=DEFAULT_MIN_FACE if min_face is None else min_face,
+                                        threads=threads)
 
     @property
     def preprocess(self) -> Preprocess:

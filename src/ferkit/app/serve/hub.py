@@ -83,12 +83,13 @@ class ModelHub:
     """The loaded models (each behind its own batcher) and the face detectors requests may choose from."""
 
     def __init__(self, models: str | Sequence[str] = "default", detector: str = "auto", yunet_path: str | Path | None = None,
-                 device: str = "auto", backend: str = "torch", max_batch: int = 64, max_wait_ms: float = 2.0,
-                 threads: int | None = None):
-        from ferkit.infer.detectors import create_detector, yunet_weights
+                 device: str = "auto", backend: str = "auto", max_batch: int = 64, max_wait_ms: float = 2.0,
+                 threads: int | None = None, min_face: int | None = None):
+        from ferkit.infer.detectors import DEFAULT_MIN_FACE, create_detector, yunet_weights
 
         self.yunet_path = yunet_path
-        first = create_detector(detector, yunet_path=yunet_path)
+        self.min_face = DEFAULT_MIN_FACE if min_face is None else min_face
+        first = create_detector(detector, yunet_path=yunet_path, min_face=self.min_face)
         self.default_detector = first.name
         names = {first.name, "haar"}
         if "yunet" not in names:
@@ -98,7 +99,7 @@ class ModelHub:
             except FileNotFoundError:
                 log.info("face detector 'yunet' not offered: its weights are not at hand")
         self.detector_names = sorted(names)
-        self._pools = {n: DetectorPool(lambda n=n: create_detector(n, yunet_path=yunet_path),
+        self._pools = {n: DetectorPool(lambda n=n: create_detector(n, yunet_path=yunet_path, min_face=self.min_face),
                                         first if n == first.name else None) for n in self.detector_names}
         self.specs = parse_models(models)
         self.default_model = next(iter(self.specs))
@@ -150,7 +151,7 @@ class ModelHub:
         """A detector of one's own, for a live connection or a video job (they keep per-image state)."""
         from ferkit.infer.detectors import create_detector
 
-        return create_detector(name, yunet_path=self.yunet_path)
+        return create_detector(name, yunet_path=self.yunet_path, min_face=self.min_face)
 
     def recognizer(self, model: str, detector: FaceDetector) -> Recognizer:
         """A recognizer of ``model`` with ``detector`` (the caller's own) whose faces go through the shared batcher.
