@@ -16,7 +16,9 @@ def register(sub, formatter) -> None:
         "Figures without TTA are always given; --tta adds them with test-time augmentation. For FER2013 a leak-free\n"
         "figure leaves out test images that have an identical copy in Training (from duplicates.csv).\n"
         "FER2013 splits: train = Training, val = PublicTest (checkpoint selection), test = PrivateTest (report this one).\n"
-        "--model may also be a file written by `ferkit export --format onnx` (e.g. --int8), run with ONNX Runtime.",
+        "--model may also be a file written by `ferkit export --format onnx` (e.g. --int8), run with ONNX Runtime,\n"
+        "or an ensemble: models joined by commas (--model runs/a,runs/b,runs/c), their probabilities averaged.\n"
+        "A model with classes the dataset lacks (the 8-class FER+ model on FER2013) is scored on the shared classes.",
     )
     add_model(p)
     add_dataset(p)
@@ -27,6 +29,10 @@ def register(sub, formatter) -> None:
     p.add_argument("--duplicates",
                    help="FER2013 duplicates.csv for the leak-free figure; if not given, DATA/duplicates.csv when present")
     p.add_argument("--batch-size", type=int, help="images per forward pass; if not given, the model's training setting")
+    p.add_argument("--ferplus-mode", choices=("majority", "soft", "off"),
+                   help="a model trained on FER+ votes, on its own dataset: majority (a label where most raters agree, "
+                        "the protocol of Barsoum et al.), soft (the top vote) or off (the dataset's own labels, e.g. "
+                        "FER2013's); if not given, as in training")
     add_device(p)
     p.set_defaults(func=run)
 
@@ -43,6 +49,7 @@ def run(args) -> int:
         batch_size=args.batch_size,
         device=args.device,
         duplicates=args.duplicates,
+        ferplus_mode=args.ferplus_mode,
     )
     print(format_summary(result))
     if args.out:

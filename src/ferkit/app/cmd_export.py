@@ -10,7 +10,7 @@ from ferkit.app.args import add_model
 def register(sub, formatter) -> None:
     p = sub.add_parser(
         "export",
-        help="export a model to ONNX or TorchScript (dynamic batch, preprocessing stored in the file)",
+        help="export a model (or an ensemble) to ONNX, TorchScript or one checkpoint file, preprocessing inside",
         formatter_class=formatter,
         description="Export a trained model for deployment, e.g.\n"
         "  ferkit export --model runs/vgg9 --format onnx --out vgg9.onnx\n"
@@ -21,10 +21,14 @@ def register(sub, formatter) -> None:
         "--int8 quantizes the ONNX model (1.5x faster per face on a 2-core AVX2 CPU), with activation ranges\n"
         "calibrated on --calib-images training images, e.g.\n"
         "  ferkit export --model runs/vgg9 --format onnx --int8 --calib ../shared/data/fer2013 --out vgg9_int8.onnx\n"
-        "Its outputs differ slightly from the float model's: check its accuracy before you deploy it.",
+        "Its outputs differ slightly from the float model's: check its accuracy before you deploy it.\n"
+        "An ensemble (several models joined by commas; it averages their probabilities) exports to one file:\n"
+        "  ferkit export --model runs/a,runs/b,runs/c --format onnx --out ensemble.onnx\n"
+        "  ferkit export --model runs/a,runs/b,runs/c --format checkpoint --out ensemble.pt   # --model ensemble.pt",
     )
     add_model(p)
-    p.add_argument("--format", "-f", dest="fmt", choices=("onnx", "torchscript"), default="onnx", help="output format")
+    p.add_argument("--format", "-f", dest="fmt", choices=("onnx", "torchscript", "checkpoint"), default="onnx",
+                   help="output format (checkpoint: an inference-only ferkit .pt file, e.g. of an ensemble)")
     p.add_argument("--out", "-o", required=True, help="output file, e.g. model.onnx or model.pt")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     q = p.add_argument_group("int8 quantization (ONNX only)")

@@ -11,6 +11,7 @@ A checkpoint is a dict::
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
@@ -21,14 +22,20 @@ import torch
 from torch import nn
 
 from ferkit.engine.preprocess import Preprocess
+from ferkit.models.ensemble import Ensemble, MemberInput
 from ferkit.models.registry import create_model, model_info
+from ferkit.runtime import sha256_file
 
+ENSEMBLE = "ensemble"  # the model name of an ensemble checkpoint
 FORMAT = "ferkit"
 VERSION = 1
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "weights" / "default.pt"
+# The models shipped in the package, by the name --model / model= takes.
+SHIPPED_MODELS = {"default": DEFAULT_MODEL, "ferplus": DEFAULT_MODEL.with_name("ferplus.pt")}
 # What every --model / model= argument accepts (.onnx files are run by ONNX Runtime, not loaded here).
-MODEL_SPECS = ("'default' (the shipped model), a checkpoint file (.pt), a run folder from 'ferkit train', "
-               "or an .onnx file from 'ferkit export'")
+MODEL_SPECS = ("'default' (the shipped FER2013 model), 'ferplus' (the shipped 8-class FER+ model), a checkpoint "
+               "file (.pt), a run folder from 'ferkit train', an .onnx file from 'ferkit export', or several "
+               "checkpoints joined by commas (an ensemble: a,b,c)")
 
 
 def save_checkpoint(obj: dict, path: str | Path) -> None:
@@ -46,10 +53,13 @@ def resolve_checkpoint_path(spec: str | Path) -> Path:
     Anything else raises FileNotFoundError saying what is accepted (and, for the name of a zoo
     architecture such as ``resnet18``, that it is untrained).
     """
-    if str(spec) == "default":
-        if not DEFAULT_MODEL.is_file():
-            raise FileNotFoundError(f"the shipped default model is missing at {DEFAULT_MODEL}; reinstall ferkit")
-        return DEFAULT_MODEL
+    if str(spec) in SHIPPED_MODELS:
+        shipped = SHIPPED_MODELS[str(spec)]
+        if not shipped.is_file():
+            raise FileNotFoundError(f"the shipped {spec!r} model is missing at {shipped}; reinstall ferkit")
+        return shipped
+    if ensemble_members(spec):
+        raise ValueError(f"{spec}: an ensemble of several checkpoints, not one file; load it with load_checkpoint")
     p = Path(spec)
     if p.is_dir():
         for name in ("best.pt", "last.pt", "model.pt"):
@@ -73,8 +83,32 @@ def _is_zoo_name(name: str) -> bool:
     return True
 
 
+def ensemble_members(spec: str | Path) -> list[str] | None:
+    """The member specs of ``"a,b,c"`` (an ensemble given on the command line), or None for one model."""
+    text = str(spec)
+    if "," not in text or Path(text).exists():
+        return None
+    parts = [s.strip() for s in text.split(",")]
+    if len(parts) < 2 or not all(parts):
+        raise ValueError(f"{spec!r}: an ensemble is two or more models joined by commas, e.g. default,runs/b,runs/c")
+    return parts
+
+
+def model_digest(spec: str | Path) -> str:
+    """sha256 of the model ``spec`` names: of its file, or for an ensemble of its members' digests in order."""
+    members = ensemble_members(spec)
+    if members is None:
+        return sha256_file(resolve_checkpoint_path(spec))
+    return hashlib.sha256(",".join(model_digest(m) for m in members).encode()).hexdigest()
+
+
 def load_checkpoint(spec: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint dict as data (``weights_only``); a file that holds code or other objects is refused."""
+    """Load a checkpoint dict as data (``weights_only``); a file that holds code or other objects is refused.
+
+    ``"a,b,c"`` loads each and returns their :func:`ensemble_checkpoint`."""
+    members = ensemble_members(spec)
+    if members is not None:
+        return ensemble_checkpoint([load_checkpoint(m, map_location) for m in members])
     path = resolve_checkpoint_path(spec)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
@@ -95,14 +129,55 @@ def load_checkpoint(spec: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def build_from_checkpoint(ckpt: dict) -> tuple[nn.Module, Preprocess]:
-    spec = ckpt["model"]
+def _create(spec: dict) -> nn.Module:
+    """An untrained module of the checkpoint model description ``spec`` (an ensemble: of its members)."""
     kwargs = dict(spec.get("kwargs", {}))
+    if spec["name"] == ENSEMBLE:
+        inputs = []
+        for m in kwargs["members"]:
+            pre = Preprocess.from_dict(m["preprocess"])
+            inputs.append(MemberInput(pre.input_size, pre.channels, pre.mean, pre.std, pre.label_names))
+        return Ensemble([_create(m["model"]) for m in kwargs["members"]], inputs, kwargs.get("weights"))
     kwargs.pop("weights", None)  # pretrained-backbone source: the checkpoint's own weights replace it anyway
-    model = create_model(spec["name"], num_classes=spec["num_classes"], in_chans=spec["in_chans"], **kwargs)
+    return create_model(spec["name"], num_classes=spec["num_classes"], in_chans=spec["in_chans"], **kwargs)
+
+
+def build_from_checkpoint(ckpt: dict) -> tuple[nn.Module, Preprocess]:
+    model = _create(ckpt["model"])
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     model.load_state_dict(state)
     return model, Preprocess.from_dict(ckpt["preprocess"])
+
+
+def ensemble_checkpoint(ckpts: list[dict], weights: list[float] | None = None) -> dict:
+    """One checkpoint holding the models of ``ckpts``, which averages their probabilities (:class:`Ensemble`).
+
+    It takes the first member's preprocessing (input, crop geometry) and classes, and the first member's
+    config (so ``ferkit eval`` finds the same dataset); every member keeps its own input and
+    normalisation inside. Saved with :func:`export_weights`, it is one file that every command loads
+    as it loads a single model, and :func:`ferkit.engine.export.export_onnx` writes as one ONNX graph.
+    """
+    if len(ckpts) < 2:
+        raise ValueError(f"an ensemble needs two or more models, got {len(ckpts)}")
+    for c in ckpts:
+        if c["model"]["name"] == ENSEMBLE:
+            raise ValueError(f"{c.get('path')}: is itself an ensemble; list its members instead")
+    first = ckpts[0]
+    pre = first["preprocess"]
+    members = [{"model": c["model"], "preprocess": c["preprocess"], "source": _source_name(c)} for c in ckpts]
+    model = {"name": ENSEMBLE, "num_classes": len(pre["label_names"]), "in_chans": int(pre["channels"]),
+             "kwargs": {"members": members, "weights": None if weights is None else [float(w) for w in weights]}}
+    state = {f"members.{i}.{k}": v for i, c in enumerate(ckpts) for k, v in c["state_dict"].items()}
+    _create(model)  # the members must fit together (classes, weights): fail here, not at first use
+    out = {"format": FORMAT, "version": VERSION, "model": model, "state_dict": state, "preprocess": dict(pre),
+           "config": dict(first.get("config") or {})}
+    out["path"] = ",".join(str(c.get("path", "?")) for c in ckpts)
+    return out
+
+
+def _source_name(ckpt: dict) -> str:
+    """A checkpoint's folder and file name: enough to say where it came from, without this machine's layout."""
+    return "/".join(Path(str(ckpt.get("path", "?"))).parts[-2:])
 
 
 def load_model(spec: str | Path = "default", device: str | torch.device = "cpu") -> tuple[nn.Module, Preprocess]:
@@ -142,7 +217,5 @@ def interpolate_checkpoints(a: dict, b: dict, alpha: float) -> dict:
     state = {k: torch.lerp(sa[k].float(), sb[k].float(), alpha) if sb[k].is_floating_point() else sb[k].clone() for k in sb}
     out = {k: b[k] for k in ("format", "version", "model", "preprocess", "config") if k in b}
     out["state_dict"] = state
-    # Folder and file name only: a full path would carry this machine's layout into a shared file.
-    name = lambda c: "/".join(Path(str(c.get("path", "?"))).parts[-2:])  # noqa: E731
-    out["interpolated"] = {"a": name(a), "b": name(b), "alpha": float(alpha)}
+    out["interpolated"] = {"a": _source_name(a), "b": _source_name(b), "alpha": float(alpha)}
     return out

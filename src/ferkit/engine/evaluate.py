@@ -132,17 +132,28 @@ def trained_dataset(cfg: dict, model: str | Path) -> str:
     return trained_on
 
 
-def _load_eval_data(data: str | Path | None, cfg: dict, model: str | Path) -> tuple[FerData, Path, bool]:
-    """The dataset to evaluate on; with the checkpoint's own dataset, also its label source (FER+ votes)."""
+FERPLUS_MODES = ("majority", "soft", "off")
+
+
+def _load_eval_data(data: str | Path | None, cfg: dict, model: str | Path,
+                    ferplus_mode: str | None = None) -> tuple[FerData, Path, bool]:
+    """The dataset to evaluate on; with the checkpoint's own dataset, also its label source (FER+ votes).
+
+    ``ferplus_mode``: how a model trained on FER+ votes is scored: None as in training, "majority" (the
+    protocol of Barsoum et al.: a label only where most raters agree), "soft" (the top vote), or "off"
+    (the dataset's own labels, e.g. FER2013's)."""
+    if ferplus_mode is not None and ferplus_mode not in FERPLUS_MODES:
+        raise ValueError(f"unknown ferplus_mode {ferplus_mode!r}; valid: {', '.join(FERPLUS_MODES)}")
     trained_on = cfg.get("data") or ""
     if data is None:
         data = trained_dataset(cfg, model)
     path = Path(data)
     same = bool(trained_on) and path.exists() and Path(trained_on).exists() and path.resolve() == Path(trained_on).resolve()
-    ferplus = cfg.get("ferplus") if same else None
+    ferplus = cfg.get("ferplus") if same and ferplus_mode != "off" else None
+    mode = ferplus_mode or cfg.get("ferplus_mode", "majority")
     if ferplus:
-        log.info("labels: FER+ votes from %s (%s), as in training", ferplus, cfg.get("ferplus_mode", "majority"))
-    mode, join = cfg.get("ferplus_mode", "majority"), cfg.get("join_csv") if same else None
+        log.info("labels: FER+ votes from %s (%s%s)", ferplus, mode, ", as in training" if ferplus_mode is None else "")
+    join = cfg.get("join_csv") if same else None
     ds = load_dataset(path, ferplus=ferplus, ferplus_mode=mode, join_csv=join)
     return ds, path, same
 
@@ -174,6 +185,7 @@ def evaluate(
     batch_size: int | None = None,
     device: str = "auto",
     duplicates: str | Path | None = None,
+    ferplus_mode: str | None = None,
 ) -> dict:
     """Evaluate a model (checkpoint file, run folder or ``"default"``) on one split of a dataset.
 
@@ -200,7 +212,7 @@ def evaluate(
     cfg = ckpt.get("config") or {}
     model = model.to(dev).eval()
 
-    ds, data_path, same_data = _load_eval_data(data, cfg, model_spec)
+    ds, data_path, same_data = _load_eval_data(data, cfg, model_spec, ferplus_mode)
     part = ds.subset(split)
     if len(part) == 0:
         raise ValueError(empty_split_message(data_path, split, ds))
@@ -215,6 +227,12 @@ def evaluate(
         log.info("left out %d images of classes the model does not know: %s", sum(unmapped.values()), unmapped)
     if len(part) == 0:
         raise ValueError(f"{data_path}: the {split!r} split holds no image of the model's classes {list(pre.label_names)}")
+    # Classes of the model that the dataset does not have (an 8-class FER+ model on FER2013's 7) can never be
+    # right: the model is scored on the shared classes, its probabilities renormalised over them.
+    absent = [i for i, n in enumerate(pre.label_names) if n not in ds.label_names]
+    if absent:
+        log.info("scoring on the %d classes the model shares with the dataset; left out of its predictions: %s",
+                 len(pre.label_names) - len(absent), [pre.label_names[i] for i in absent])
 
     x = images_to_tensor(pre.prepare_images(part.images))  # uint8 (N, C, S, S): the model's channels and size
     amp = autocast_dtype(cfg.get("amp", "auto"), dev)
@@ -225,6 +243,10 @@ def evaluate(
     probs = {"none": predict_probs(model, x, pre, "none", bs, amp, channels_last)}
     if tta != "none":
         probs[tta] = predict_probs(model, x, pre, tta, bs, amp, channels_last)
+    for p in probs.values():
+        if absent:
+            p[:, absent] = 0.0
+            p /= np.maximum(p.sum(1, keepdims=True), 1e-12)
     y = part.labels
     result: dict = {
         "model": ckpt["path"],
@@ -234,6 +256,7 @@ def evaluate(
         "split_title": split_title(part, split),
         "split_role": _split_role(split, cfg, same_data),
         "unmapped": unmapped,
+        "classes_left_out": [pre.label_names[i] for i in absent],
         **_score(y, probs, pre.label_names),
         "leak_free": None,
     }

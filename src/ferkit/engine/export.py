@@ -21,13 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferkit.engine.checkpoint import build_from_checkpoint, load_checkpoint, resolve_checkpoint_path
+from ferkit.engine.checkpoint import build_from_checkpoint, export_weights, load_checkpoint, model_digest
 from ferkit.engine.preprocess import Preprocess
-from ferkit.runtime import sha256_file
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "checkpoint")
 META_PREPROCESS = "ferkit.preprocess"
 META_MODEL = "ferkit.model"
 TS_PREPROCESS = "ferkit_preprocess.json"
@@ -169,7 +168,7 @@ def export_onnx_int8(model_spec: str | Path, path: str | Path, calib_images: np.
                         reduce_range=reduce_range, nodes_to_exclude=first)  # the layer reading the image stays float
         proto = onnx.load(str(tmps[2]))
         quant = {"dtype": "int8", "method": method, "calibration_images": int(len(batch)),
-                 "weight_bits": 7 if reduce_range else 8, "source_sha256": sha256_file(resolve_checkpoint_path(model_spec))}
+                 "weight_bits": 7 if reduce_range else 8, "source_sha256": model_digest(model_spec)}
         _stamp(proto, pre, spec | {"quantized": quant})
         onnx.save(proto, str(tmps[2]))
         os.replace(tmps[2], path)
@@ -212,9 +211,16 @@ def _save_torchscript(model: torch.nn.Module, pre: Preprocess, spec: dict, path:
     return path
 
 
+def export_checkpoint(model_spec: str | Path, path: str | Path) -> Path:
+    """Write ``model_spec`` as an inference-only ferkit checkpoint (no training state): a run folder's best
+    weights as one file, or an ensemble given as ``"a,b,c"`` as one checkpoint that loads like any model."""
+    export_weights(load_checkpoint(model_spec), path)
+    return Path(path)
+
+
 def export_model(model_spec: str | Path, path: str | Path, fmt: str = "onnx") -> Path:
-    """Export to ``fmt`` ("onnx" or "torchscript")."""
-    table = {"onnx": export_onnx, "torchscript": export_torchscript}
+    """Export to ``fmt`` ("onnx", "torchscript" or "checkpoint")."""
+    table = {"onnx": export_onnx, "torchscript": export_torchscript, "checkpoint": export_checkpoint}
     if fmt not in table:
         raise ValueError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
     return table[fmt](model_spec, path)

@@ -27,13 +27,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ferkit.engine.checkpoint import DEFAULT_MODEL, load_model, resolve_checkpoint_path
+from ferkit.engine.checkpoint import SHIPPED_MODELS, ensemble_members, load_model, model_digest, resolve_checkpoint_path
 from ferkit.engine.preprocess import Preprocess
 from ferkit.imageio import read_bgr, to_model_channels, to_uint8
 from ferkit.infer.align import crop_faces
 from ferkit.infer.detectors import DEFAULT_MIN_FACE, FaceDetector, create_detector
 from ferkit.infer.results import Detection, Face
-from ferkit.runtime import models_dir, onnxruntime_available, select_device, sha256_file
+from ferkit.runtime import models_dir, onnxruntime_available, select_device
 
 if TYPE_CHECKING:
     from ferkit.engine.export import OnnxClassifier
@@ -42,8 +42,9 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 ONNX_CACHE_VERSION = 1  # bump when export_onnx changes what it writes
-# The shipped model quantized to int8 (``ferkit export --int8``; the model card has the command).
-DEFAULT_INT8 = DEFAULT_MODEL.with_name("default_int8.onnx")
+# The shipped models quantized to int8 (``ferkit export --int8``; the model cards have the commands).
+SHIPPED_INT8 = {name: path.with_name(f"{name}_int8.onnx") for name, path in SHIPPED_MODELS.items()}
+DEFAULT_INT8 = SHIPPED_INT8["default"]
 
 
 # ------------------------------------------------------------------ input normalisation
@@ -112,25 +113,25 @@ def _onnx_path_for(model: str | Path) -> Path:
     """An ONNX export of the checkpoint ``model``, made once and cached under the checkpoint's content hash."""
     from ferkit.engine.export import export_onnx
 
-    ckpt = resolve_checkpoint_path(model)
-    digest = sha256_file(ckpt)[:16]
-    path = models_dir() / "onnx" / f"{ckpt.stem}-{digest}-v{ONNX_CACHE_VERSION}.onnx"
+    stem = "ensemble" if ensemble_members(model) else resolve_checkpoint_path(model).stem
+    path = models_dir() / "onnx" / f"{stem}-{model_digest(model)[:16]}-v{ONNX_CACHE_VERSION}.onnx"
     if not path.is_file():
-        log.info("exporting %s to ONNX for the onnx backend (cached at %s)", ckpt, path)
+        log.info("exporting %s to ONNX for the onnx backend (cached at %s)", model, path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(ckpt, path)  # atomic: concurrent first uses each write a whole file
+        export_onnx(model, path)  # atomic: concurrent first uses each write a whole file
     return path
 
 
 def _int8_path_for(model: str | Path) -> Path:
-    """The int8 ONNX file for ``model``: shipped for "default"; any other model is quantized with ``ferkit export``."""
-    if str(model) == "default":
-        if not DEFAULT_INT8.is_file():
-            raise FileNotFoundError(f"{DEFAULT_INT8}: the shipped int8 model is missing; reinstall ferkit or use backend='onnx'")
-        return DEFAULT_INT8
+    """The int8 ONNX file for ``model``: shipped for the shipped models; any other is quantized with ``ferkit export``."""
+    if str(model) in SHIPPED_INT8:
+        path = SHIPPED_INT8[str(model)]
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the shipped int8 model is missing; reinstall ferkit or use backend='onnx'")
+        return path
     raise ValueError(f"backend 'onnx-int8' needs a calibrated int8 file for {model}: make one with\n"
                      f"  ferkit export --model {model} --format onnx --int8 --out model_int8.onnx\n"
-                     "and pass model='model_int8.onnx' (only the shipped 'default' model comes quantized)")
+                     "and pass model='model_int8.onnx' (only the shipped models come quantized)")
 
 
 @runtime_checkable
@@ -218,7 +219,7 @@ def _onnx_classifier(model: str | Path, backend: str, device: torch.device, thre
 
 
 def resolve_backend(backend: str, model: str | Path, device: torch.device) -> str:
-    """The backend "auto" stands for: "onnx-int8" for the shipped model on a CPU with ONNX Runtime
+    """The backend "auto" stands for: "onnx-int8" for a shipped model on a CPU with ONNX Runtime
     installed, "onnx" for an ``.onnx`` file, else "torch"; any other backend as given.
 
     Why int8 on CPU: against the torch model it took ``benchmarks/vs_peers.py``'s frame rates from 45.0 to
@@ -228,7 +229,8 @@ def resolve_backend(backend: str, model: str | Path, device: torch.device) -> st
         return backend
     if str(model).lower().endswith(".onnx"):
         return "onnx"
-    if str(model) == "default" and device.type == "cpu" and DEFAULT_INT8.is_file() and onnxruntime_available():
+    int8 = SHIPPED_INT8.get(str(model))
+    if int8 is not None and device.type == "cpu" and int8.is_file() and onnxruntime_available():
         return "onnx-int8"
     return "torch"
 
