@@ -335,6 +335,8 @@ def main() -> int:
     ap.add_argument("--geometry", default="0,0,1", help="with several --alphas: the crop (margin, offset_y, align 1/0) "
                     "every point is compared with")
     ap.add_argument("--save-half", action="store_true", help="with --save-model: store the weights as float16 (as shipped)")
+    ap.add_argument("--tta", default="none", choices=("none", "flip"),
+                    help="the Recognizer's test-time augmentation: flip averages each face and its mirror image")
     ap.add_argument("--threads", type=int, default=0, help="torch / ONNX Runtime / OpenCV threads (0: their default)")
     ap.add_argument("--out", help="write results as JSON here, and the same name with .md as a Markdown report")
     args = ap.parse_args()
@@ -358,9 +360,9 @@ def main() -> int:
         args.model = interpolated_file(args.interpolate, args.model, alphas[0])
         model_name = f"(1 - {alphas[0]}) {args.interpolate} + {alphas[0]} {model_name}"
     rec = Recognizer(model=args.model, backend=args.backend, detector="haar", device="cpu", batch_size=256,
-                     threads=args.threads or None)
+                     threads=args.threads or None, tta=args.tta)
     lmap = label_map_for(rec)
-    res: dict = {"model": model_name, "backend": args.backend, "limit": args.limit}
+    res: dict = {"model": model_name, "backend": args.backend, "tta": args.tta, "limit": args.limit}
 
     if not args.skip_changes:
         test_imgs, test_y = fer_split(Path(args.data), "test", args.limit, seed=0)

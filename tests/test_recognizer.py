@@ -339,6 +339,24 @@ def test_min_face_reaches_the_detector(two_people):
     assert Recognizer(detector="yunet", yunet_path=YUNET, device="cpu", min_face=260)(two_people) == []
 
 
+def test_flip_tta_averages_each_face_and_its_mirror_image(two_people):
+    plain = Recognizer(detector="yunet", yunet_path=YUNET, device="cpu", backend="torch")
+    flip = Recognizer(detector="yunet", yunet_path=YUNET, device="cpu", backend="torch", tta="flip")
+    assert "tta='flip'" in repr(flip)
+    dets = plain.detect(two_people)
+    from ferkit.infer.align import crop_faces
+
+    g = plain.crop_geometry
+    crops = crop_faces(two_people, dets, g.margin, g.offset_y, g.align)
+    mirrored = [np.ascontiguousarray(c[:, ::-1]) for c in crops]
+    want = (plain.classify_crops(crops) + plain.classify_crops(mirrored)) / 2
+    got = np.array([[f.probs[k] for k in plain.label_names] for f in flip(two_people)])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert not np.allclose(want, plain.classify_crops(crops), atol=1e-3)  # the mirror image did change something
+    with pytest.raises(ValueError, match="unknown tta 'tencrop'; valid: none, flip"):
+        Recognizer(tta="tencrop")
+
+
 def test_torch_runs_one_thread_per_call_by_default_and_leaves_the_process_setting(two_people, monkeypatch):
     rec = Recognizer(detector="yunet", yunet_path=YUNET, device="cpu", backend="torch")
     seen = []

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+TTA_MODES = ("none", "flip")
 ONNX_CACHE_VERSION = 1  # bump when export_onnx changes what it writes
 # The shipped models quantized to int8 (``ferkit export --int8``; the model cards have the commands).
 SHIPPED_INT8 = {name: path.with_name(f"{name}_int8.onnx") for name, path in SHIPPED_MODELS.items()}
@@ -255,15 +256,19 @@ class Recognizer:
     face wanted, in pixels of the images to come (None: 20); a larger one lets YuNet work
     on a smaller copy of each image (:mod:`ferkit.infer.detectors`).
     ``classifier``: a ready :class:`Classifier` to use instead of loading
-    ``model``; ``model`` and ``backend`` then only name it.
+    ``model``; ``model`` and ``backend`` then only name it. ``tta``: "flip"
+    also classifies each face mirrored and averages the two (twice the
+    classifier's work, none of the detector's).
     """
 
     def __init__(self, model: str | Path = "default", detector: str | FaceDetector = "auto", device: str = "auto",
                  backend: str = "auto", yunet_path: str | Path | None = None, batch_size: int = 64,
                  threads: int | None = None, score_threshold: float = 0.6, classifier: Classifier | None = None,
-                 min_face: int | None = None):
+                 min_face: int | None = None, tta: str = "none"):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        if tta not in TTA_MODES:
+            raise ValueError(f"unknown tta {tta!r}; valid: {', '.join(TTA_MODES)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if classifier is not None and not isinstance(classifier, Classifier):
@@ -284,6 +289,7 @@ class Recognizer:
         self.classifier: Classifier = classifier
         self.backend = backend
         self.batch_size = int(batch_size)
+        self.tta = tta
         self.model_name = str(model)
         self.detector = create_detector(detector, yunet_path=yunet_path, score_threshold=score_threshold,
                                         min_face=DEFAULT_MIN_FACE if min_face is None else min_face,
@@ -304,8 +310,9 @@ class Recognizer:
         return self.preprocess.crop_for(self.detector.name)
 
     def __repr__(self) -> str:
+        tta = f", tta={self.tta!r}" if self.tta != "none" else ""
         return (f"Recognizer(model={self.model_name!r}, backend={self.backend!r}, device={str(self.device)!r}, "
-                f"detector={self.detector.name!r}, labels={list(self.label_names)})")
+                f"detector={self.detector.name!r}{tta}, labels={list(self.label_names)})")
 
     # -------------------------------------------------------------- steps
 
@@ -320,6 +327,8 @@ class Recognizer:
         for i in range(0, len(crops_bgr), step):
             batch = self.preprocess.prepare_images(crops_bgr[i : i + step], order="bgr")  # uint8 (n, S, S[, 3])
             probs = np.asarray(self.classifier.probs(batch))
+            if self.tta == "flip":  # the mirror image: columns reversed, grey (n, S, S) or RGB (n, S, S, 3)
+                probs = (probs + np.asarray(self.classifier.probs(np.ascontiguousarray(batch[:, :, ::-1])))) / 2
             if probs.shape != (len(batch), k):  # a plugged-in classifier that disagrees with its own label set
                 raise ValueError(f"classifier {type(self.classifier).__name__} returned shape {probs.shape} for "
                                  f"{len(batch)} faces; expected ({len(batch)}, {k}) over {list(self.label_names)}")
