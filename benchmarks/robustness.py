@@ -190,7 +190,7 @@ def score_scenes(rec: Recognizer, scenes: list[Scene], geo: CropGeometry, label_
     pred = np.full(len(scenes), -1)
     fi = [i for i, s in enumerate(scenes) if s.det is not None]
     if len(fi):
-        pred[fi] = label_map[probs.argmax(1)]
+        pred[fi] = shared_argmax(probs, label_map)
     y = np.array([s.label for s in scenes])
     onehot = np.zeros((len(scenes), len(FER2013)), np.float32)
     ok = pred >= 0
@@ -227,9 +227,15 @@ def sfew_images(root: Path) -> tuple[list[np.ndarray], np.ndarray]:
     return imgs, y
 
 
+def shared_argmax(probs: np.ndarray, label_map: np.ndarray) -> np.ndarray:
+    """FER2013 class of each row's most probable class among those FER2013 has (an 8-class FER+ model is
+    scored on the 7 shared classes: its contempt never counts as an answer)."""
+    return label_map[np.where(label_map >= 0, probs, -1.0).argmax(1)]
+
+
 def classify(rec: Recognizer, images: list[np.ndarray], y: np.ndarray, lmap: np.ndarray) -> dict:
     probs = rec.classify_crops(images)
-    pred = lmap[probs.argmax(1)]
+    pred = shared_argmax(probs, lmap)
     onehot = np.eye(len(FER2013), dtype=np.float32)[np.where(pred >= 0, pred, (y + 1) % len(FER2013))]
     m = classification_metrics(y, onehot, FER2013)
     return {"n": len(y), "accuracy": float((pred == y).mean()), "macro_f1": m["macro_f1"]}

@@ -144,6 +144,16 @@ def test_ensemble_exports_to_one_onnx_file_and_one_checkpoint_and_scores_in_eval
     assert [m["source"] for m in members] == ["weights/default.pt", f"{variants['rgb'].parent.name}/rgb.pt",
                                               f"{variants['eight'].parent.name}/eight.pt"]  # no machine paths
 
+    # Weighted: the weights travel in the file (their effect is checked in test_ensemble_mixes_...).
+    weighted = tmp_path / "weighted.pt"
+    assert main(["export", "--model", f"default,{variants['rgb']}", "--member-weights", "0.75,0.25",
+                 "--format", "checkpoint", "--out", str(weighted)]) == 0
+    assert load_checkpoint(weighted)["model"]["kwargs"]["weights"] == [0.75, 0.25]
+    np.testing.assert_allclose(_probs(weighted, faces), ref, atol=2e-5)  # both members compute the same function
+    assert main(["export", "--model", "default", "--member-weights", "1", "--format", "checkpoint",
+                 "--out", str(tmp_path / "one.pt")]) == 1
+    assert "need an ensemble" in capsys.readouterr().err
+
     data = make_fer_slice(tmp_path / "slice", 6)
     scores = {}
     for model in ("default", spec, str(pt_file), str(onnx_file)):

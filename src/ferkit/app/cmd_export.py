@@ -24,13 +24,16 @@ def register(sub, formatter) -> None:
         "Its outputs differ slightly from the float model's: check its accuracy before you deploy it.\n"
         "An ensemble (several models joined by commas; it averages their probabilities) exports to one file:\n"
         "  ferkit export --model runs/a,runs/b,runs/c --format onnx --out ensemble.onnx\n"
-        "  ferkit export --model runs/a,runs/b,runs/c --format checkpoint --out ensemble.pt   # --model ensemble.pt",
+        "  ferkit export --model runs/a,runs/b,runs/c --format checkpoint --out ensemble.pt   # --model ensemble.pt\n"
+        "  ferkit export --model default,ferplus --member-weights 0.75,0.25 --format checkpoint --out weighted.pt",
     )
     add_model(p)
     p.add_argument("--format", "-f", dest="fmt", choices=("onnx", "torchscript", "checkpoint"), default="onnx",
                    help="output format (checkpoint: an inference-only ferkit .pt file, e.g. of an ensemble)")
     p.add_argument("--out", "-o", required=True, help="output file, e.g. model.onnx or model.pt")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--member-weights", metavar="W,W,...",
+                   help="with --format checkpoint and an ensemble: each member's weight in the average, e.g. 0.75,0.25")
     q = p.add_argument_group("int8 quantization (ONNX only)")
     q.add_argument("--int8", action="store_true", help="write an int8 model (static quantization, calibrated)")
     q.add_argument("--calib", help="dataset for calibration; if not given, the dataset the model was trained on")
@@ -59,6 +62,17 @@ def run(args) -> int:
         from ferkit.engine.export import export_onnx_int8
 
         export_onnx_int8(args.model, out, calibration_images(args), args.calib_method, reduce_range=args.weight_bits == 7)
+    elif args.member_weights:
+        from ferkit.engine.export import export_checkpoint
+        from ferkit.errors import UsageError
+
+        if args.fmt != "checkpoint":
+            raise UsageError("--member-weights works with --format checkpoint; export that file to ONNX afterwards")
+        try:
+            weights = [float(w) for w in args.member_weights.split(",")]
+        except ValueError:
+            raise UsageError(f"--member-weights {args.member_weights}: expected numbers joined by commas") from None
+        export_checkpoint(args.model, out, weights)
     else:
         export_model(args.model, out, args.fmt)
     print(f"wrote {args.fmt}{' int8' if args.int8 else ''} model to {out} ({out.stat().st_size / 1e6:.1f} MB)")

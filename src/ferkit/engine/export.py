@@ -21,7 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferkit.engine.checkpoint import build_from_checkpoint, export_weights, load_checkpoint, model_digest
+from ferkit.engine.checkpoint import (
+    build_from_checkpoint,
+    ensemble_checkpoint,
+    ensemble_members,
+    export_weights,
+    load_checkpoint,
+    model_digest,
+)
 from ferkit.engine.preprocess import Preprocess
 
 log = logging.getLogger(__name__)
@@ -211,10 +218,18 @@ def _save_torchscript(model: torch.nn.Module, pre: Preprocess, spec: dict, path:
     return path
 
 
-def export_checkpoint(model_spec: str | Path, path: str | Path) -> Path:
+def export_checkpoint(model_spec: str | Path, path: str | Path, member_weights: list[float] | None = None) -> Path:
     """Write ``model_spec`` as an inference-only ferkit checkpoint (no training state): a run folder's best
-    weights as one file, or an ensemble given as ``"a,b,c"`` as one checkpoint that loads like any model."""
-    export_weights(load_checkpoint(model_spec), path)
+    weights as one file, or an ensemble given as ``"a,b,c"`` as one checkpoint that loads like any model,
+    its members' probabilities weighted by ``member_weights`` (default: equally)."""
+    members = ensemble_members(model_spec)
+    if member_weights is not None:
+        if members is None or len(members) != len(member_weights):
+            raise ValueError(f"member weights {member_weights} need an ensemble of as many models (a,b,...), got {model_spec!r}")
+        ckpt = ensemble_checkpoint([load_checkpoint(m) for m in members], member_weights)
+    else:
+        ckpt = load_checkpoint(model_spec)
+    export_weights(ckpt, path)
     return Path(path)
 
 
