@@ -152,8 +152,14 @@ def test_eval_checkpoint_file_defaults(trained, tmp_path, capsys):
     assert m["leak_free"]["dropped"] == len(trained["leaked"])
     assert Path(m["leak_free"]["duplicates"]) == trained["root"] / "duplicates.csv"
     capsys.readouterr()
-    # on the split that chose the checkpoint, the report says the figure is optimistic
-    assert main(["eval", "--model", str(trained["run"] / "best.pt"), "--split", "PublicTest"]) == 0
+    # on the split that chose the checkpoint, the report says the figure is optimistic; --threads sets torch's
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(["eval", "--model", str(trained["run"] / "best.pt"), "--split", "PublicTest", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     printed = capsys.readouterr().out
     assert "PublicTest" in printed and "optimistic" in printed
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ferkit.app.args import add_dataset, add_device, add_model
+from ferkit.app.args import add_dataset, add_device, add_model, add_threads
 
 
 def register(sub, formatter) -> None:
@@ -34,11 +34,17 @@ def register(sub, formatter) -> None:
                         "the protocol of Barsoum et al.), soft (the top vote) or off (the dataset's own labels, e.g. "
                         "FER2013's); if not given, as in training")
     add_device(p)
+    add_threads(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ferkit.engine.evaluate import evaluate, format_summary
+
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)  # e.g. 1 beside a training run: two threads would spin on a busy core
 
     result = evaluate(
         args.model,
