@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from robustness import FER2013, SHARED, detect_scenes, fer_split, label_map_for, sfew_images
+from robustness import FER2013, SHARED, detect_scenes, fer_split, label_map_for, sfew_images, to_fer2013
 
 from ferkit.engine.checkpoint import model_digest
 from ferkit.engine.preprocess import CropGeometry
@@ -39,11 +39,7 @@ def fer2013_probs(rec: Recognizer, images: list[np.ndarray]) -> np.ndarray:
     """The model's probabilities over FER2013's 7 classes (renormalised over them), (N, 7)."""
     lmap = label_map_for(rec)
     probs = rec.classify_crops(images) if images else np.zeros((0, len(lmap)), np.float32)
-    out = np.zeros((len(probs), len(FER2013)), np.float32)
-    for j, k in enumerate(lmap):
-        if k >= 0:
-            out[:, k] = probs[:, j]
-    return out / np.maximum(out.sum(1, keepdims=True), 1e-12)
+    return to_fer2013(probs, lmap)
 
 
 def main() -> int:

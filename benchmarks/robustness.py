@@ -227,10 +227,18 @@ def sfew_images(root: Path) -> tuple[list[np.ndarray], np.ndarray]:
     return imgs, y
 
 
+def to_fer2013(probs: np.ndarray, label_map: np.ndarray) -> np.ndarray:
+    """A model's probabilities ``(N, K)`` over FER2013's 7 classes ``(N, 7)``, renormalised over them (an 8-class
+    FER+ model is scored on the 7 shared classes: its contempt never counts as an answer)."""
+    out = np.zeros((len(probs), len(FER2013)), np.float32)
+    keep = label_map >= 0
+    out[:, label_map[keep]] = probs[:, keep]
+    return out / np.maximum(out.sum(1, keepdims=True), 1e-12)
+
+
 def shared_argmax(probs: np.ndarray, label_map: np.ndarray) -> np.ndarray:
-    """FER2013 class of each row's most probable class among those FER2013 has (an 8-class FER+ model is
-    scored on the 7 shared classes: its contempt never counts as an answer)."""
-    return label_map[np.where(label_map >= 0, probs, -1.0).argmax(1)]
+    """The FER2013 class of each row's most probable class among those FER2013 has."""
+    return to_fer2013(probs, label_map).argmax(1)
 
 
 def classify(rec: Recognizer, images: list[np.ndarray], y: np.ndarray, lmap: np.ndarray) -> dict:

@@ -1,4 +1,5 @@
-"""Runtime helpers every layer may use: device choice, mixed precision, cache folders, file hashes, CPU name.
+"""Runtime helpers every layer may use: device choice, mixed precision, ONNX Runtime sessions, cache folders,
+file hashes, CPU name.
 
 This module sits at the bottom of ferkit's layers (see docs/ARCHITECTURE.md): it imports nothing
 from ferkit, so the data, engine, inference and app layers can all share it without importing
@@ -57,6 +58,30 @@ def onnxruntime_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def cpu_threads() -> int:
+    """The cores this process may run on (its CPU affinity), the default thread count of ONNX Runtime sessions."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def ort_session_options(threads: int | None = None, spinning: bool = False):
+    """ONNX Runtime session options for ferkit's CPU inference: ``threads`` intra-op threads (None:
+    :func:`cpu_threads`), idle threads sleeping unless ``spinning``.
+
+    The thread count is always set, because ONNX Runtime's own default pins one worker to each core: with
+    another process busy on one of two cores, YuNet + the int8 classifier then ran 640x480 frames at 75.9
+    against 81.9 frames/s with two unpinned threads, 1280x720 frames at 27.1 against 32.0."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads) if threads else cpu_threads()
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return opts
 
 
 def cache_dir(sub: str = "") -> Path:

@@ -243,8 +243,8 @@ def evaluate(
     probs = {"none": predict_probs(model, x, pre, "none", bs, amp, channels_last)}
     if tta != "none":
         probs[tta] = predict_probs(model, x, pre, tta, bs, amp, channels_last)
-    for p in probs.values():
-        if absent:
+    if absent:
+        for p in probs.values():
             p[:, absent] = 0.0
             p /= np.maximum(p.sum(1, keepdims=True), 1e-12)
     y = part.labels

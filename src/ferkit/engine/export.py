@@ -30,6 +30,7 @@ from ferkit.engine.checkpoint import (
     model_digest,
 )
 from ferkit.engine.preprocess import Preprocess
+from ferkit.runtime import ort_session_options
 
 log = logging.getLogger(__name__)
 
@@ -252,30 +253,6 @@ def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, Preproce
     return module.eval(), Preprocess.from_dict(json.loads(extra[TS_PREPROCESS]))
 
 
-def cpu_threads() -> int:
-    """The cores this process may run on (its CPU affinity), the default thread count of ONNX Runtime sessions."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def ort_session_options(threads: int | None = None, spinning: bool = False):
-    """ONNX Runtime session options for ferkit's CPU inference: ``threads`` intra-op threads (None:
-    :func:`cpu_threads`), idle threads sleeping unless ``spinning``.
-
-    The thread count is always set, because ONNX Runtime's own default pins one worker to each core: with
-    another process busy on one of two cores, YuNet + the int8 classifier then ran 640x480 frames at 75.9
-    against 81.9 frames/s with two unpinned threads, 1280x720 frames at 27.1 against 32.0."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads) if threads else cpu_threads()
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return opts
-
-
 class OnnxClassifier:
     """An exported ferkit model run by ONNX Runtime.
 
@@ -285,7 +262,7 @@ class OnnxClassifier:
     ``preprocess.prepare_images`` gives them, which makes it a
     :class:`~ferkit.infer.recognizer.Classifier`. ``threads`` sets ONNX
     Runtime's intra-op threads (None: one per core this process may use, see
-    :func:`ort_session_options`). ``spinning=False`` makes idle
+    :func:`ferkit.runtime.ort_session_options`). ``spinning=False`` makes idle
     worker threads sleep instead of busy-waiting: in a video loop the face
     detector's OpenCV threads run between classifier calls, and spinning
     workers steal their cores (measured on 2 cores: 2-4x fewer frames/s).

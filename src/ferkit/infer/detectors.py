@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 
 from ferkit.infer.results import Detection
-from ferkit.runtime import models_dir, onnxruntime_available, sha256_file
+from ferkit.runtime import models_dir, onnxruntime_available, ort_session_options, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -287,8 +287,6 @@ class _YuNetOnnx:
         import onnx
         import onnxruntime as ort
 
-        from ferkit.engine.export import ort_session_options
-
         model = onnx.load(str(weights))
         if sorted(o.name for o in model.graph.output) != sorted(YUNET_OUTPUTS) or len(model.graph.input) != 1:
             raise ValueError(f"{weights}: not the 2023 YuNet (outputs {[o.name for o in model.graph.output]})")
@@ -338,7 +336,6 @@ class _YuNetOnnx:
             keep = cv2.dnn.NMSBoxes(boxes, faces[:, 14].tolist(), self.score_threshold, self.nms_threshold, top_k=self.top_k)
             faces = faces[np.asarray(keep, dtype=np.int64).reshape(-1)]
         return faces
-
 
 
 class YuNetDetector(FaceDetector):
@@ -426,7 +423,7 @@ class HaarDetector(FaceDetector):
 
 
 def create_detector(name: str | FaceDetector = "auto", yunet_path: str | Path | None = None, score_threshold: float = 0.6,
-                    min_face: int = DEFAULT_MIN_FACE, max_side: int | None = DEFAULT_MAX_SIDE,
+                    min_face: int | None = None, max_side: int | None = DEFAULT_MAX_SIDE,
                     threads: int | None = None) -> FaceDetector:
     """A face detector by name: ``"yunet"``, ``"haar"``, or ``"auto"``.
 
@@ -434,14 +431,15 @@ def create_detector(name: str | FaceDetector = "auto", yunet_path: str | Path | 
     whenever OpenCV has ``cv2.FaceDetectorYN`` and the weights are at hand without a
     network, and otherwise Haar, with one logged notice saying why. A
     :class:`FaceDetector` instance is returned as is. ``min_face``: the smallest face
-    wanted, in pixels of the images to come (module docstring); ``threads``: YuNet's
+    wanted, in pixels of the images to come (module docstring; None: ``DEFAULT_MIN_FACE``); ``threads``: YuNet's
     ONNX Runtime threads.
     """
     global _fallback_noticed
     if isinstance(name, FaceDetector):
         return name
     key = str(name).lower()
-    opts = dict(score_threshold=score_threshold, min_face=min_face, max_side=max_side)
+    opts = dict(score_threshold=score_threshold, min_face=DEFAULT_MIN_FACE if min_face is None else min_face,
+                max_side=max_side)
     if key == "yunet":
         return YuNetDetector(yunet_path, threads=threads, **opts)
     if key == "haar":

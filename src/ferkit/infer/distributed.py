@@ -359,16 +359,14 @@ def _settings(model, detector, yunet_path, backend, device, threads, detect_ever
               max_pixels, min_face) -> dict[str, Any]:
     """What the workers need, and what a resumed run must share with the first (the model by content)."""
     from ferkit.engine.checkpoint import SHIPPED_MODELS, ensemble_members, model_digest
-    from ferkit.runtime import sha256_file
 
-    is_onnx = str(model).lower().endswith(".onnx")
-    digest = sha256_file(model) if is_onnx else model_digest(model)
+    digest = model_digest(model)  # a file's sha256 (.pt or .onnx), or an ensemble's over its members
     # Absolute paths: the actors may run elsewhere than this folder.
     parts = [str(Path(m).resolve()) if m not in SHIPPED_MODELS and Path(m).exists() else m
              for m in ensemble_members(model) or [str(model)]]
     model = ",".join(parts)
     yunet = str(Path(yunet_path).resolve()) if yunet_path else None
-    return {"model": str(model), "model_sha256": digest, "detector": detector, "yunet": yunet,
+    return {"model": model, "model_sha256": digest, "detector": detector, "yunet": yunet,
             "min_face": min_face, "backend": backend, "device": device, "threads": threads, "detect_every": detect_every, "track": track,
             "smooth": smooth if track else None, "max_frames": max_frames, "max_pixels": max_pixels}
 

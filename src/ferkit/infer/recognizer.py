@@ -31,7 +31,7 @@ from ferkit.engine.checkpoint import SHIPPED_MODELS, ensemble_members, load_mode
 from ferkit.engine.preprocess import Preprocess
 from ferkit.imageio import read_bgr, to_model_channels, to_uint8
 from ferkit.infer.align import crop_faces
-from ferkit.infer.detectors import DEFAULT_MIN_FACE, FaceDetector, create_detector
+from ferkit.infer.detectors import FaceDetector, create_detector
 from ferkit.infer.results import Detection, Face
 from ferkit.runtime import models_dir, onnxruntime_available, select_device
 
@@ -218,7 +218,6 @@ def _onnx_classifier(model: str | Path, backend: str, device: torch.device, thre
     return clf
 
 
-
 def resolve_backend(backend: str, model: str | Path, device: torch.device) -> str:
     """The backend "auto" stands for: "onnx-int8" for a shipped model on a CPU with ONNX Runtime
     installed, "onnx" for an ``.onnx`` file, else "torch"; any other backend as given.
@@ -249,7 +248,7 @@ class Recognizer:
     model card has both figures). ``batch_size``: faces per forward pass.
     ``threads``: CPU threads of the classifier and of YuNet on ONNX Runtime
     (None: one ONNX Runtime thread per core, idle ones sleeping rather than
-    spinning, see :func:`~ferkit.engine.export.ort_session_options`, and one
+    spinning, see :func:`~ferkit.runtime.ort_session_options`, and one
     thread per torch forward pass, see :class:`TorchClassifier`: defaults that
     hold up on a busy machine); for the torch backend a number also sets
     ``torch.set_num_threads``, which is process-wide. ``min_face``: the smallest
@@ -292,8 +291,7 @@ class Recognizer:
         self.tta = tta
         self.model_name = str(model)
         self.detector = create_detector(detector, yunet_path=yunet_path, score_threshold=score_threshold,
-                                        min_face=DEFAULT_MIN_FACE if min_face is None else min_face,
-                                        threads=threads)
+                                        min_face=min_face, threads=threads)
 
     @property
     def preprocess(self) -> Preprocess:
@@ -326,9 +324,11 @@ class Recognizer:
         out = []
         for i in range(0, len(crops_bgr), step):
             batch = self.preprocess.prepare_images(crops_bgr[i : i + step], order="bgr")  # uint8 (n, S, S[, 3])
-            probs = np.asarray(self.classifier.probs(batch))
-            if self.tta == "flip":  # the mirror image: columns reversed, grey (n, S, S) or RGB (n, S, S, 3)
-                probs = (probs + np.asarray(self.classifier.probs(np.ascontiguousarray(batch[:, :, ::-1])))) / 2
+            if self.tta == "flip":  # each face and its mirror image (columns reversed) in one forward pass
+                both = np.asarray(self.classifier.probs(np.concatenate([batch, batch[:, :, ::-1]])))
+                probs = (both[: len(batch)] + both[len(batch) :]) / 2
+            else:
+                probs = np.asarray(self.classifier.probs(batch))
             if probs.shape != (len(batch), k):  # a plugged-in classifier that disagrees with its own label set
                 raise ValueError(f"classifier {type(self.classifier).__name__} returned shape {probs.shape} for "
                                  f"{len(batch)} faces; expected ({len(batch)}, {k}) over {list(self.label_names)}")

@@ -85,10 +85,10 @@ class ModelHub:
     def __init__(self, models: str | Sequence[str] = "default", detector: str = "auto", yunet_path: str | Path | None = None,
                  device: str = "auto", backend: str = "auto", max_batch: int = 64, max_wait_ms: float = 2.0,
                  threads: int | None = None, min_face: int | None = None):
-        from ferkit.infer.detectors import DEFAULT_MIN_FACE, create_detector, yunet_weights
+        from ferkit.infer.detectors import create_detector, yunet_weights
 
         self.yunet_path = yunet_path
-        self.min_face = DEFAULT_MIN_FACE if min_face is None else min_face
+        self.min_face = min_face  # None: the detectors' default
         first = create_detector(detector, yunet_path=yunet_path, min_face=self.min_face)
         self.default_detector = first.name
         names = {first.name, "haar"}
