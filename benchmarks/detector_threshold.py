@@ -17,7 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from robustness import SHARED, fer_split, proxy_canvas
+from robustness import SHARED, fer_split, over_centre, proxy_canvas
 
 from ferkit.infer.detectors import create_detector
 
@@ -36,13 +36,11 @@ def main() -> int:
     det = create_detector("yunet", score_threshold=min(thresholds), threads=args.threads)
 
     images, _ = fer_split(Path(args.data), "val", 0, seed=0)
-    centre = []
+    centre = []  # the best score of a box over the scene's centre (0: none at the lowest threshold)
     for face in images:
         scene = proxy_canvas(face)
-        h, w = scene.shape[:2]
-        hits = [d.score for d in det.detect(scene)
-                if d.box[0] <= w / 2 <= d.box[0] + d.box[2] and d.box[1] <= h / 2 <= d.box[1] + d.box[3]]
-        centre.append(max(hits, default=0.0))
+        hits = over_centre(det.detect(scene), scene)
+        centre.append(hits[0].score if hits else 0.0)
     centre = np.array(centre)
 
     cap = cv2.VideoCapture(args.video)

@@ -168,14 +168,19 @@ class Scene:
     det: object | None  # the scored Detection, None when not found
 
 
+def over_centre(dets: list, image: np.ndarray) -> list:
+    """The detections whose box covers the image's centre, in the detector's order (best score first)."""
+    h, w = image.shape[:2]
+    return [d for d in dets if d.box[0] <= w / 2 <= d.box[0] + d.box[2] and d.box[1] <= h / 2 <= d.box[1] + d.box[3]]
+
+
 def detect_scenes(images: list[np.ndarray], labels: np.ndarray, detector, pick: str) -> list[Scene]:
     """Run the detector once per image; ``pick``: "centre" (the box over the image centre) or "largest"."""
     out = []
     for img, y in zip(images, labels):
         dets = detector.detect(img)
         if pick == "centre":
-            h, w = img.shape[:2]
-            dets = [d for d in dets if d.box[0] <= w / 2 <= d.box[0] + d.box[2] and d.box[1] <= h / 2 <= d.box[1] + d.box[3]]
+            dets = over_centre(dets, img)
         else:
             dets = sorted(dets, key=lambda d: -d.box[2] * d.box[3])
         out.append(Scene(img, int(y), dets[0] if dets else None))

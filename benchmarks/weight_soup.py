@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from robustness import SHARED, fer_split, label_map_for, shared_argmax
+from robustness import SHARED, classify, fer_split, label_map_for
 
 from ferkit.engine.checkpoint import build_from_checkpoint, export_weights, interpolate_checkpoints, load_checkpoint
 from ferkit.infer.recognizer import Recognizer, TorchClassifier
@@ -48,7 +48,7 @@ def main() -> int:
     def accuracy(ckpt: dict) -> float:
         model, pre = build_from_checkpoint(ckpt)
         rec = Recognizer(classifier=TorchClassifier(model, pre, torch.device("cpu"), args.threads), detector="haar")
-        return float((shared_argmax(rec.classify_crops(images), label_map_for(rec)) == y).mean() * 100)
+        return classify(rec, images, y, label_map_for(rec))["accuracy"] * 100
 
     ckpts = [load_checkpoint(m) for m in args.models]
     alone = [accuracy(c) for c in ckpts]
