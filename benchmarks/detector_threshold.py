@@ -17,7 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from robustness import SHARED, fer_split, over_centre, proxy_canvas
+from robustness import SHARED, detect_scenes, fer_split, proxy_canvas
 
 from ferkit.infer.detectors import create_detector
 
@@ -35,13 +35,9 @@ def main() -> int:
     thresholds = sorted((float(t) for t in args.thresholds.split(",")), reverse=True)
     det = create_detector("yunet", score_threshold=min(thresholds), threads=args.threads)
 
-    images, _ = fer_split(Path(args.data), "val", 0, seed=0)
-    centre = []  # the best score of a box over the scene's centre (0: none at the lowest threshold)
-    for face in images:
-        scene = proxy_canvas(face)
-        hits = over_centre(det.detect(scene), scene)
-        centre.append(hits[0].score if hits else 0.0)
-    centre = np.array(centre)
+    images, y = fer_split(Path(args.data), "val", 0, seed=0)
+    scenes = detect_scenes([proxy_canvas(face) for face in images], y, det, "centre")
+    centre = np.array([s.det.score if s.det else 0.0 for s in scenes])  # 0: no box over the centre at the lowest threshold
 
     cap = cv2.VideoCapture(args.video)
     if not cap.isOpened():
