@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 import re
+import stat
 import struct
 import warnings
 from collections.abc import Iterator
@@ -25,6 +26,10 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 # "decompression bomb" (a few hundred KB of PNG declaring 30000x30000) would need gigabytes.
 DEFAULT_MAX_PIXELS = 100_000_000
 MAX_PIXELS_ENV = "FERKIT_MAX_PIXELS"
+# Largest image file read, in bytes (64 MiB): well above any photo (a 100-megapixel JPEG is about 30 MB), and it
+# keeps a multi-gigabyte file named like an image (a video, a disk image) from being read whole into memory.
+# Checked before reading; such a file is reported and skipped like any unreadable image.
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
 _max_pixels: int | None = None  # set by pixel_limit() (the CLI's --max-pixels); None: $FERKIT_MAX_PIXELS or the default
 
 
@@ -190,20 +195,49 @@ def resize_image(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     return out[:, :, None] if img.ndim == 3 and out.ndim == 2 else out  # OpenCV drops a single channel
 
 
+def _read_bytes(path: Path) -> bytes:
+    """The bytes of an image file, at most :data:`MAX_IMAGE_BYTES`. Raises :class:`ImageReadError` naming the
+    file for a missing, non-regular (a folder, a pipe: reading one could block forever), unreadable, empty or
+    oversized file, so one bad file is reported and skipped instead of ending a folder or dataset run."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        broken = " (a symbolic link to a missing file)" if path.is_symlink() else ""
+        raise ImageReadError(f"{path}: no such file{broken}") from None
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageReadError(f"{path}: not a regular file (a folder, a pipe or a device); expected an image file")
+    if st.st_size == 0:
+        raise ImageReadError(f"{path}: empty file (0 bytes)")
+    too_big = (f"{path}: {{}} bytes, more than the {MAX_IMAGE_BYTES:,} an image file may have (a video, a disk image "
+               "or another file named like an image?)")
+    if st.st_size > MAX_IMAGE_BYTES:
+        raise ImageReadError(too_big.format(f"{st.st_size:,}"))
+    try:
+        with open(path, "rb") as fh:  # Python's open, unlike cv2.imread, handles non-ASCII paths everywhere
+            buf = fh.read(MAX_IMAGE_BYTES + 1)  # + 1: a file that grew since stat() is still caught
+    except OSError as exc:  # e.g. PermissionError: a file without read permission
+        raise ImageReadError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions") from None
+    if len(buf) > MAX_IMAGE_BYTES:
+        raise ImageReadError(too_big.format(f"over {MAX_IMAGE_BYTES:,}"))
+    return buf
+
+
 def _decode(path: str | Path, limit: int | None = None) -> np.ndarray:
     """Decode a file as stored: grey or BGR(A), 8- or 16-bit. Raises :class:`ImageReadError` naming the file,
     :class:`ImageTooLargeError` before decoding when its header declares more than ``limit`` pixels
     (None: :func:`current_max_pixels`)."""
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: empty file (0 bytes)")
+    data = np.frombuffer(_read_bytes(path), dtype=np.uint8)
     limit = current_max_pixels() if limit is None else limit
-    data = np.fromfile(str(path), dtype=np.uint8)  # fromfile+imdecode handles non-ASCII paths
     _check_pixels(path, _declared_size(data), limit)
-    # ANYDEPTH keeps 16-bit, ANYCOLOR keeps grey as grey; unlike UNCHANGED, both honour EXIF rotation.
-    img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    try:
+        # ANYDEPTH keeps 16-bit, ANYCOLOR keeps grey as grey; unlike UNCHANGED, both honour EXIF rotation.
+        img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    except cv2.error as exc:  # OpenCV raises, rather than returning None, for some damaged files
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise ImageReadError(f"{path}: not a readable image (OpenCV: {reason})") from None
     if img is None:
         raise ImageReadError(f"{path}: not a readable image (OpenCV could not decode it)")
     _check_pixels(path, (img.shape[1], img.shape[0]), limit)  # a format Pillow does not read, or a header that lied

@@ -8,6 +8,7 @@ Each sub-command lives in its own module ``ferkit.app.cmd_<name>`` exposing
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -15,7 +16,7 @@ import sys
 from ferkit.errors import UsageError
 
 # Sub-command modules, in the order ``ferkit --help`` lists them.
-COMMANDS = ("predict", "serve", "train", "eval", "sweep", "explain", "report", "data", "models", "bench-models", "export")
+COMMANDS = ("predict", "serve", "train", "eval", "calibrate", "sweep", "explain", "report", "data", "models", "bench-models", "export")
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -55,6 +56,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What to do about the file-system errors a user meets, by errno.
+_OS_HINTS = {
+    errno.EACCES: "check the permissions, or choose another folder",
+    errno.EPERM: "check the permissions, or choose another folder",
+    errno.EROFS: "a read-only file system: choose another folder",
+    errno.ENOSPC: "the disk is full: free some space or choose another folder",
+    errno.ENOTDIR: "a part of this path is a file, not a folder: choose another path",
+    errno.EISDIR: "a folder where a file was expected: choose another path",
+    errno.EEXIST: "something of this name is in the way: choose another path",
+}
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an error: ferkit's own message, or for an operating-system error (errno and file name
+    set) the path, the reason and what to do, without Python's ``[Errno 13]`` wrapping."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename is not None:
+        where = str(exc.filename) if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+        hint = _OS_HINTS.get(exc.errno)
+        return f"{where}: {exc.strerror or exc}" + (f" ({hint})" if hint else "")
+    return str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -65,12 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s" if level > logging.INFO else "%(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, UsageError) as exc:
-        # Mistakes the user can fix: one clear line, no traceback (use -v for one). Anything else is a
-        # bug (a KeyError, a RuntimeError from a library) and keeps its traceback, so it gets reported.
+    except (ValueError, OSError, UsageError) as exc:
+        # Mistakes the user can fix: one clear line, no traceback (use -v for one). OSError too: a folder that
+        # cannot be written, a full disk, a path through a file are the user's to fix. Anything else is a bug
+        # (a KeyError, a RuntimeError from a library) and keeps its traceback, so it gets reported.
         if args.verbose:
             raise
-        print(f"ferkit {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ferkit {args.command}: error: {_describe(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

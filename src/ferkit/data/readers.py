@@ -8,10 +8,13 @@ checked in the header before decoding), are reported by path (a warning, and
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import logging
 import re
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,6 +42,48 @@ def _report_skipped(skipped: list[str]) -> None:
         log.warning("... and %d more unreadable files skipped", len(skipped) - 20)
 
 
+# ---------------------------------------------------------------- CSV files
+
+# A FER2013-format row holds a whole image in one field, about 4 characters a pixel ("255 "): 48x48 is 9 KB, and
+# `ferkit data convert --size 200` writes 160 KB, over the 128 KB Python's csv accepts by default. This allows a
+# 2048x2048 grey image, and still stops a file that is no CSV (a missing closing quote) being read as one field.
+CSV_FIELD_LIMIT = 32 * 2**20  # characters
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, fields)`` of each non-blank row of a CSV file, read as UTF-8 with or without the byte-order
+    mark Excel writes. Raises ValueError naming the file and the line for text that is not UTF-8 or not CSV."""
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)  # process-wide; only ever raised
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        try:
+            for row in reader:
+                if row:  # a blank line is no row
+                    yield reader.line_num, row
+        except UnicodeDecodeError:
+            line, byte = _first_non_utf8(path)
+            raise ValueError(f"{path}:{line}: not UTF-8 text (byte 0x{byte:02x}); is it a CSV file? If so, save it "
+                             "as CSV UTF-8") from None
+        except csv.Error as exc:
+            raise ValueError(f"{path}:{reader.line_num}: not a readable CSV row ({exc})") from None
+
+
+def _first_non_utf8(path: Path) -> tuple[int, int]:
+    """``(line number, byte)`` of the first byte of ``path`` that is not UTF-8 (the text reader decodes a whole
+    chunk at once, so its own line count says nothing); ``(0, 0)`` when there is none."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines = 1
+    with open(path, "rb") as fh:
+        while chunk := fh.read(2**20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                return lines + exc.object[: exc.start].count(b"\n"), exc.object[exc.start]
+            lines += chunk.count(b"\n")
+    return 0, 0
+
+
 # ---------------------------------------------------------------- FER2013 CSV
 
 
@@ -56,9 +101,8 @@ def read_fer2013_csv(path: str | Path, label_names: tuple[str, ...] | str = L.FE
     names = L.resolve_labels(label_names)
 
     def build() -> FerData:
-        with open(path, newline="") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
+        with contextlib.closing(_csv_rows(path)) as reader:  # row by row: millions of rows are never held as text
+            _, header = next(reader, (0, None))
             if header is None:
                 raise ValueError(f"{path}: empty CSV; expected a header 'emotion,pixels,Usage'")
             cols = {c.strip().lower(): i for i, c in enumerate(header)}
@@ -66,9 +110,12 @@ def read_fer2013_csv(path: str | Path, label_names: tuple[str, ...] | str = L.FE
             if missing:
                 raise ValueError(f"{path}: missing column(s) {missing}; found {header}, expected 'emotion,pixels,Usage'")
             ie, ip, iu = cols["emotion"], cols["pixels"], cols.get("usage")
+            need = max(ie, ip, -1 if iu is None else iu) + 1
             parsed, skipped = [], []
-            for line_no, row in enumerate(reader, start=2):
+            for line_no, row in reader:
                 try:
+                    if len(row) < need:
+                        raise ValueError(f"{len(row)} field(s), expected {len(header)} ({','.join(header)})")
                     pix = np.array(row[ip].split(), dtype=np.int64)
                     if pix.size == 0:
                         raise ValueError("no pixels")
@@ -125,14 +172,13 @@ def _find_column(header: list[str], choices: tuple[str, ...], path: Path, what: 
 
 def read_label_csv(path: Path) -> dict[str, str]:
     """Read a (file, label) CSV into ``{relative path: label name}``."""
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
+    rows = list(_csv_rows(path))
     if not rows:
         raise ValueError(f"{path}: empty label CSV; expected columns 'file,label'")
-    ip = _find_column(rows[0], _PATH_COLUMNS, path, "file")
-    il = _find_column(rows[0], _LABEL_COLUMNS, path, "label")
+    ip = _find_column(rows[0][1], _PATH_COLUMNS, path, "file")
+    il = _find_column(rows[0][1], _LABEL_COLUMNS, path, "label")
     out = {}
-    for i, r in enumerate(rows[1:], start=2):
+    for i, r in rows[1:]:
         if len(r) <= max(ip, il):
             raise ValueError(f"{path}:{i}: row has {len(r)} fields, expected at least {max(ip, il) + 1}")
         out[r[ip].strip().replace("\\", "/").lstrip("./")] = r[il].strip()
@@ -158,6 +204,27 @@ def scan_folder(root: Path) -> list[tuple[Path, str, str]]:
             for f in sorted(cdir.rglob("*")):
                 if f.is_file() and not f.name.startswith("."):
                     items.append((f, split_from_name(f.name, split), cdir.name))
+    return items
+
+
+def scan_named(root: Path, pattern: str) -> list[tuple[Path, str, str]]:
+    """``(file, "train", class)`` for every image file under ``root``, the class read from its name by ``pattern``
+    (group ``label``, else group 1) as a class name, synonym or two-letter code (:data:`ferkit.labels.CODES`)."""
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"--label-pattern {pattern!r} is not a regular expression: {exc}") from None
+    if rx.groups < 1:
+        raise ValueError(f"--label-pattern {pattern!r} has no group: put the class part of the name in (...)")
+    items = []
+    for f in sorted(root.rglob("*")):
+        if not f.is_file() or f.name.startswith(".") or not is_image_file(f):
+            continue
+        m = rx.search(f.name)
+        if m is None:
+            raise ValueError(f"{f}: the file name does not match --label-pattern {pattern!r}")
+        code = m.group("label") if "label" in rx.groupindex else m.group(1)
+        items.append((f, "train", L.from_code(code)))
     return items
 
 
@@ -190,8 +257,14 @@ def read_image_folder(
     channels: int | None = None,
     labels_csv: str | Path | None = None,
     use_cache: bool = True,
+    label_pattern: str | None = None,
 ) -> FerData:
     """Read ``root/<split>/<class>/*`` (or ``root/<class>/*``) image folders.
+
+    - ``label_pattern``: a regex instead of class folders: every image under ``root`` (flat or not) is one
+      sample of the train split, its class the pattern's group ``label`` (else its first group) matched in
+      the file name: a class name, a synonym or a two-letter code (JAFFE's ``KA.AN1.39.tiff``:
+      ``'^[A-Z]+\\.([A-Z]{2})'``). A file the pattern does not match is an error naming it.
 
     - Kaggle FER2013 names ``PublicTest_*`` / ``PrivateTest_*`` set the split to val / test.
     - ``labels.csv`` (``file,label``) in ``root`` (or ``labels_csv``) overrides folder labels;
@@ -204,13 +277,15 @@ def read_image_folder(
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such dataset folder")
-    items = scan_folder(root)
+    items = scan_named(root, label_pattern) if label_pattern else scan_folder(root)
     if not items:
         raise ValueError(f"{root}: the class folders hold no files")
     csv_path = Path(labels_csv) if labels_csv else root / "labels.csv"
     files = [f for f, _, _ in items]
     fp_files = files + ([csv_path] if csv_path.is_file() else [])
     opts = {"labels": label_names, "size": image_size, "channels": channels, "csv": str(csv_path) if csv_path.is_file() else None}
+    if label_pattern:
+        opts["pattern"] = label_pattern
     if current_max_pixels() != DEFAULT_MAX_PIXELS:  # a file skipped as too large under one limit may load under another
         opts["max_pixels"] = current_max_pixels()
 
@@ -293,22 +368,10 @@ def ferplus_targets(votes: np.ndarray, mode: str = "majority") -> tuple[np.ndarr
     return keep, soft
 
 
-def read_ferplus(
-    votes_csv: str | Path,
-    images: str | Path,
-    join_csv: str | Path | None = None,
-    mode: str = "majority",
-    use_cache: bool = True,
-) -> FerData:
-    """FER+ labels on FER2013 images.
-
-    ``votes_csv`` is ``fer2013new.csv`` (row-aligned with ``fer2013.csv``).
-    ``images`` is either the original ``fer2013.csv`` (joined row by row) or a
-    Kaggle image folder joined through ``join_csv`` (columns ``jpg_path`` and
-    ``fer2013_rows``, e.g. ``jpg_to_ferplus.csv``). Samples whose votes say
-    unknown / not-a-face are dropped the FER+ way (see :func:`ferplus_targets`).
-    Labels are FER+'s 8 classes (with contempt).
-    """
+def _ferplus_votes(votes_csv: str | Path, images: str | Path, join_csv: str | Path | None,
+                   use_cache: bool) -> tuple[FerData, np.ndarray, np.ndarray]:
+    """``(base, votes (N, 10), has (N,))``: the FER2013 images of ``images`` with their FER+ vote rows
+    (``has`` False where an image has no row; its votes are zeros)."""
     votes_csv, images = Path(votes_csv), Path(images)
     with open(votes_csv, newline="") as fh:
         rows = list(csv.reader(fh))
@@ -338,7 +401,27 @@ def read_ferplus(
         row_of = np.array([join.get(s, -1) for s in base.sources])
         log.info("FER+ join: %d of %d images have votes", int((row_of >= 0).sum()), len(base))
     has = row_of >= 0
-    keep, soft = ferplus_targets(votes[np.where(has, row_of, 0)], mode)
+    return base, np.where(has[:, None], votes[np.where(has, row_of, 0)], 0.0), has
+
+
+def read_ferplus(
+    votes_csv: str | Path,
+    images: str | Path,
+    join_csv: str | Path | None = None,
+    mode: str = "majority",
+    use_cache: bool = True,
+) -> FerData:
+    """FER+ labels on FER2013 images.
+
+    ``votes_csv`` is ``fer2013new.csv`` (row-aligned with ``fer2013.csv``).
+    ``images`` is either the original ``fer2013.csv`` (joined row by row) or a
+    Kaggle image folder joined through ``join_csv`` (columns ``jpg_path`` and
+    ``fer2013_rows``, e.g. ``jpg_to_ferplus.csv``). Samples whose votes say
+    unknown / not-a-face are dropped the FER+ way (see :func:`ferplus_targets`).
+    Labels are FER+'s 8 classes (with contempt).
+    """
+    base, votes, has = _ferplus_votes(votes_csv, images, join_csv, use_cache)
+    keep, soft = ferplus_targets(votes, mode)
     keep &= has
     data = FerData(
         images=base.images,
@@ -353,6 +436,40 @@ def read_ferplus(
     return data.select(keep)
 
 
+def mix_ferplus(
+    votes_csv: str | Path,
+    images: str | Path,
+    weight: float,
+    join_csv: str | Path | None = None,
+    use_cache: bool = True,
+) -> FerData:
+    """FER2013's labels and FER+'s votes at once: every FER2013 image keeps its label (7 classes), and its
+    ``soft`` target is ``(1 - weight)`` x the label's one-hot + ``weight`` x the FER+ vote distribution over
+    FER2013's 7 classes (contempt's votes left out, single votes dropped as in :func:`ferplus_targets`).
+    Images without usable votes (no FER+ row, or unknown / not-a-face on top) keep the one-hot alone."""
+    if not 0.0 < weight < 1.0:
+        raise ValueError(f"mix_ferplus: weight must be in (0, 1), got {weight}")
+    base, votes, has = _ferplus_votes(votes_csv, images, join_csv, use_cache)
+    if tuple(base.label_names) != L.FER2013:
+        base = base.remap(L.FER2013)
+    keep, soft8 = ferplus_targets(votes, "soft")
+    to7 = L.mapping(L.FERPLUS, L.FER2013)  # contempt -> -1
+    dist = np.zeros((len(base), len(L.FER2013)), np.float32)
+    for j, i in enumerate(to7):
+        if i >= 0:
+            dist[:, i] += soft8[:, j]
+    mass = dist.sum(1)
+    usable = keep & has & (mass > 0)
+    dist = dist / np.maximum(mass, 1e-12)[:, None]
+    onehot = np.eye(len(L.FER2013), dtype=np.float32)[base.labels]
+    w = np.where(usable, weight, 0.0).astype(np.float32)[:, None]
+    out = base.select(np.arange(len(base)))
+    out.soft = (1.0 - w) * onehot + w * dist
+    out.meta = {**base.meta, "reader": f"ferplus_mix_{weight:g}", "votes": str(votes_csv)}
+    log.info("FER2013 labels mixed with FER+ votes (weight %.2f) on %d of %d images", weight, int(usable.sum()), len(base))
+    return out
+
+
 # ---------------------------------------------------------------- dispatcher
 
 
@@ -365,21 +482,28 @@ def load_dataset(
     ferplus: str | None = None,
     ferplus_mode: str = "majority",
     join_csv: str | Path | None = None,
+    ferplus_mix: float = 0.0,
+    label_pattern: str | None = None,
 ) -> FerData:
     """Load any supported dataset from a path: a ``.csv`` file (FER2013 format) or an image folder.
 
     ``labels`` remaps classes by name afterwards (e.g. ``"fer5"``); ``ferplus``
-    (a ``fer2013new.csv``) swaps in FER+ labels for the FER2013 images.
+    (a ``fer2013new.csv``) swaps in FER+ labels for the FER2013 images, or with
+    ``ferplus_mix`` > 0 mixes its votes into FER2013's labels (:func:`mix_ferplus`).
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: dataset not found (expected a fer2013.csv file or an image folder)")
-    if ferplus:
+    if label_pattern and (ferplus or path.is_file()):
+        raise ValueError(f"{path}: label_pattern reads an image folder (labels in the file names), not a CSV or FER+ votes")
+    if ferplus and ferplus_mix:
+        data = mix_ferplus(ferplus, path, ferplus_mix, join_csv=join_csv, use_cache=use_cache)
+    elif ferplus:
         data = read_ferplus(ferplus, path, join_csv=join_csv, mode=ferplus_mode, use_cache=use_cache)
     elif path.is_file():
         data = read_fer2013_csv(path, use_cache=use_cache)
     else:
-        data = read_image_folder(path, image_size=image_size, channels=channels, use_cache=use_cache)
+        data = read_image_folder(path, image_size=image_size, channels=channels, use_cache=use_cache, label_pattern=label_pattern)
     if labels is not None:
         data = data.remap(labels)
     if image_size and data.image_size != (image_size, image_size):

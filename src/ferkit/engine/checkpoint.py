@@ -12,9 +12,11 @@ A checkpoint is a dict::
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -103,15 +105,26 @@ def model_digest(spec: str | Path) -> str:
 
 
 def load_checkpoint(spec: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint dict as data (``weights_only``); a file that holds code or other objects is refused.
+    """Load a checkpoint dict as data (``weights_only``); a file that holds code or other objects is refused,
+    and so is one whose preprocessing or model description is out of range (:func:`check_contents`).
 
     ``"a,b,c"`` loads each and returns their :func:`ensemble_checkpoint`."""
     members = ensemble_members(spec)
     if members is not None:
         return ensemble_checkpoint([load_checkpoint(m, map_location) for m in members])
     path = resolve_checkpoint_path(spec)
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    # torch.save writes a zip archive (PK..), older versions a pickle (protocol 2+: 0x80 then the protocol)
+    if not (head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)):
+        what = "an empty file" if not head else "neither a PyTorch zip archive nor a pickle"
+        raise ValueError(f"{path}: not a checkpoint file ({what}); expected a .pt file from 'ferkit train' or "
+                         "'ferkit export'")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns (e.g. about a pickle protocol) before it refuses a file; ferkit's one line says it all
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         # Whatever the weights-only loader refuses (a pickled object, which may run code when loaded, or bytes
         # that are no pickle at all). PyTorch's message advises weights_only=False, i.e. running what the file
@@ -125,8 +138,86 @@ def load_checkpoint(spec: str | Path, map_location: str | torch.device = "cpu") 
         raise ValueError(f"{path}: not a loadable ferkit checkpoint ({exc.__class__.__name__}: {first})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path}: not a ferkit checkpoint (no 'format': 'ferkit' entry)")
+    check_contents(ckpt, path)
     ckpt["path"] = str(path)
     return ckpt
+
+
+# Sane ranges of what a checkpoint describes: far beyond any facial-expression model, yet they stop a damaged or
+# hand-edited file before it allocates gigabytes (an input_size of 100000 is 10^10 pixels a face).
+INPUT_SIZE_RANGE = (8, 1024)  # pixels, the square side
+MAX_CLASSES = 1000
+CROP_MARGIN_RANGE = (-0.5, 2.0)  # fraction of the face box's longer side, each side
+CROP_OFFSET_RANGE = (-1.0, 1.0)  # fraction of the face box's longer side
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _preprocess_problem(pre: Any, num_classes: Any) -> str | None:
+    """What is wrong with a stored ``preprocess`` dict for a model of ``num_classes`` outputs, or None."""
+    if not isinstance(pre, dict):
+        return f"preprocess is {type(pre).__name__}, expected a dict"
+    missing = [k for k in ("input_size", "channels", "mean", "std", "label_names") if k not in pre]
+    if missing:
+        return f"preprocess lacks {missing}"
+    size, ch, mean, std, names = (pre[k] for k in ("input_size", "channels", "mean", "std", "label_names"))
+    lo, hi = INPUT_SIZE_RANGE
+    if not _is_int(size) or not lo <= size <= hi:
+        return f"preprocess input_size {size!r}, expected a whole number of pixels in {lo}..{hi}"
+    if ch not in (1, 3) or not _is_int(ch):
+        return f"preprocess channels {ch!r}, expected 1 or 3"
+    for key, vals in (("mean", mean), ("std", std)):
+        if not isinstance(vals, (list, tuple)) or len(vals) != ch or not all(_is_number(v) for v in vals):
+            return f"preprocess {key} {vals!r}, expected {ch} finite number(s), one per channel"
+    if any(v <= 0 for v in std):
+        return f"preprocess std {list(std)!r}, expected values > 0"
+    if (not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) and n.strip() for n in names)
+            or len(set(names)) != len(names)):
+        return f"preprocess label_names {names!r}, expected a non-empty list of distinct class names"
+    if len(names) != num_classes:
+        return f"preprocess has {len(names)} label_names but the model has {num_classes!r} outputs"
+    crops = [("crop_margin", pre.get("crop_margin", 0.1), CROP_MARGIN_RANGE)]
+    geometry = pre.get("crop_geometry") or {}
+    if not isinstance(geometry, dict) or not all(isinstance(g, dict) for g in geometry.values()):
+        return f"preprocess crop_geometry {geometry!r}, expected detector name -> {{margin, offset_y, align}}"
+    for det, g in geometry.items():
+        crops += [(f"crop_geometry[{det!r}] margin", g.get("margin"), CROP_MARGIN_RANGE),
+                  (f"crop_geometry[{det!r}] offset_y", g.get("offset_y", 0.0), CROP_OFFSET_RANGE)]
+    for key, v, (lo, hi) in crops:
+        if not _is_number(v) or not lo <= v <= hi:
+            return f"preprocess {key} {v!r}, expected a number in {lo}..{hi}"
+    try:
+        Preprocess.from_dict(pre)  # Preprocess's own checks (e.g. its temperature range)
+    except (TypeError, ValueError) as exc:
+        return f"preprocess: {exc}"
+    return None
+
+
+def check_contents(ckpt: dict, path: str | Path) -> None:
+    """Refuse, in one line naming ``path`` and the bad value, a checkpoint whose model description or
+    preprocessing is out of range or inconsistent (an ensemble: each member's too)."""
+    model = ckpt.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+        raise ValueError(f"{path}: a damaged ferkit checkpoint: 'model' is {model!r}, expected {{name, num_classes, ...}}")
+    n = model.get("num_classes")
+    if not _is_int(n) or not 1 <= n <= MAX_CLASSES:
+        raise ValueError(f"{path}: a damaged ferkit checkpoint: model num_classes {n!r}, expected 1..{MAX_CLASSES}")
+    if not isinstance(ckpt.get("state_dict"), dict):
+        raise ValueError(f"{path}: a damaged ferkit checkpoint: it holds no state_dict of weights")
+    problem = _preprocess_problem(ckpt.get("preprocess"), n)
+    if problem is None and model.get("in_chans") != ckpt["preprocess"]["channels"]:
+        problem = f"model in_chans {model.get('in_chans')!r} but preprocess channels {ckpt['preprocess']['channels']}"
+    if problem is not None:
+        raise ValueError(f"{path}: a damaged ferkit checkpoint: {problem}")
+    if model["name"] == ENSEMBLE:
+        for i, m in enumerate((model.get("kwargs") or {}).get("members") or []):
+            check_contents({**m, "state_dict": {}}, f"{path} (ensemble member {i})")
 
 
 def _create(spec: dict) -> nn.Module:
@@ -136,17 +227,51 @@ def _create(spec: dict) -> nn.Module:
         inputs = []
         for m in kwargs["members"]:
             pre = Preprocess.from_dict(m["preprocess"])
-            inputs.append(MemberInput(pre.input_size, pre.channels, pre.mean, pre.std, pre.label_names))
+            inputs.append(MemberInput(pre.input_size, pre.channels, pre.mean, pre.std, pre.label_names, pre.temperature))
         return Ensemble([_create(m["model"]) for m in kwargs["members"]], inputs, kwargs.get("weights"))
     kwargs.pop("weights", None)  # pretrained-backbone source: the checkpoint's own weights replace it anyway
     return create_model(spec["name"], num_classes=spec["num_classes"], in_chans=spec["in_chans"], **kwargs)
 
 
 def build_from_checkpoint(ckpt: dict) -> tuple[nn.Module, Preprocess]:
-    model = _create(ckpt["model"])
-    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
-    model.load_state_dict(state)
+    """``(model with the checkpoint's weights, its Preprocess)``. Weights that do not fit the architecture the
+    checkpoint names are refused in one line that names the architecture and the first tensors that disagree."""
+    spec = ckpt["model"]
+    try:
+        model = _create(spec)
+    except (TypeError, ValueError, KeyError) as exc:  # an unknown architecture or an argument it does not take
+        raise ValueError(f"{ckpt.get('path', 'checkpoint')}: its model {spec.get('name')!r} with {spec.get('kwargs')} "
+                         f"cannot be built ({type(exc).__name__}: {exc})") from None
+    problem = _state_mismatch(model.state_dict(), ckpt["state_dict"])
+    if problem:
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in (spec.get("kwargs") or {}).items() if k != "members")
+        raise ValueError(f"{ckpt.get('path', 'checkpoint')}: its weights do not fit its architecture {spec['name']}"
+                         f"({kwargs}) with {spec['num_classes']} classes: {problem}")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
     return model, Preprocess.from_dict(ckpt["preprocess"])
+
+
+def _state_mismatch(want: dict[str, torch.Tensor], got: dict[str, Any], show: int = 3) -> str:
+    """Which tensors of ``got`` (a checkpoint's) disagree with ``want`` (the model's), the first ``show`` of
+    each kind by name; "" when they fit."""
+    def first(items: list[str], sep: str = ", ") -> str:
+        return sep.join(items[:show]) + (f" and {len(items) - show} more" if len(items) > show else "")
+
+    parts = []
+    shapes = [f"{k} is {tuple(got[k].shape)} in the file, {tuple(v.shape)} in the model" for k, v in want.items()
+              if k in got and isinstance(got[k], torch.Tensor) and got[k].shape != v.shape]
+    if shapes:
+        parts.append(f"{len(shapes)} tensor(s) of another shape: {first(shapes, '; ')}")
+    not_tensors = [k for k, v in got.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        parts.append(f"{len(not_tensors)} entry(ies) that are not tensors: {first(not_tensors)}")
+    missing = [k for k in want if k not in got]
+    if missing:
+        parts.append(f"{len(missing)} tensor(s) missing: {first(missing)}")
+    unexpected = [k for k in got if k not in want]
+    if unexpected:
+        parts.append(f"{len(unexpected)} tensor(s) the model does not have: {first(unexpected)}")
+    return ". ".join(parts)
 
 
 def ensemble_checkpoint(ckpts: list[dict], weights: list[float] | None = None) -> dict:
@@ -163,7 +288,10 @@ def ensemble_checkpoint(ckpts: list[dict], weights: list[float] | None = None) -
         if c["model"]["name"] == ENSEMBLE:
             raise ValueError(f"{c.get('path')}: is itself an ensemble; list its members instead")
     first = ckpts[0]
-    pre = first["preprocess"]
+    # each member applies its own temperature inside; the ensemble's own (fitted on the mean) start at 1
+    pre = {**first["preprocess"], "temperature": 1.0,
+           "crop_geometry": {d: {k: v for k, v in g.items() if k != "temperature"}
+                             for d, g in (first["preprocess"].get("crop_geometry") or {}).items()}}
     members = [{"model": c["model"], "preprocess": c["preprocess"], "source": _source_name(c)} for c in ckpts]
     model = {"name": ENSEMBLE, "num_classes": len(pre["label_names"]), "in_chans": int(pre["channels"]),
              "kwargs": {"members": members, "weights": None if weights is None else [float(w) for w in weights]}}
@@ -192,7 +320,7 @@ def load_model(spec: str | Path = "default", device: str | torch.device = "cpu")
 def export_weights(ckpt: dict, path: str | Path, half: bool = False, extra: dict[str, Any] | None = None) -> None:
     """Write an inference-only checkpoint (no optimizer state); ``half`` stores weights as float16."""
     sd = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
-    out = {k: ckpt[k] for k in ("format", "version", "model", "preprocess", "config") if k in ckpt}
+    out = {k: ckpt[k] for k in ("format", "version", "model", "preprocess", "config", "calibration") if k in ckpt}
     out["state_dict"] = sd
     out.update(extra or {})
     save_checkpoint(out, path)

@@ -38,7 +38,7 @@ import numpy as np
 
 from ferkit.errors import UsageError
 from ferkit.imageio import is_image_file
-from ferkit.infer.sources import STREAM_SCHEMES, _list_images
+from ferkit.infer.sources import STREAM_SCHEMES, list_files
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".m
 VIDEO_CHUNK_FRAMES = 500  # a video's results travel back in pieces of this many frames: bounded memory per row
 PARQUET_ROWS = 10_000  # faces per Parquet row group written
 # Settings a resumed run must share with the first; workers, threads and device only change the speed.
-RESUME_KEYS = ("model_sha256", "detector", "yunet", "min_face", "backend", "detect_every", "track", "smooth", "max_frames")
+RESUME_KEYS = ("model_sha256", "detector", "yunet", "min_face", "min_confidence", "backend", "detect_every", "track", "smooth", "max_frames")
 
 
 def import_ray():
@@ -69,14 +69,8 @@ def import_ray():
 # ------------------------------------------------------------------ sources
 
 
-def _list_videos(root: Path, exclude: set[Path]) -> list[Path]:
-    """Video files under ``root`` (by extension), skipping hidden and excluded folders, as the image listing does."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        d = Path(dirpath)
-        dirnames[:] = sorted(n for n in dirnames if not n.startswith(".") and (d / n).resolve() not in exclude)
-        found.extend(d / n for n in filenames if Path(n).suffix.lower() in VIDEO_EXTENSIONS and not n.startswith("."))
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+def _is_video_name(name: str) -> bool:
+    return Path(name).suffix.lower() in VIDEO_EXTENSIONS
 
 
 def expand_sources(sources: Iterable[str | Path], exclude: Iterable[str | Path] = ()) -> list[tuple[str, str]]:
@@ -104,8 +98,10 @@ def expand_sources(sources: Iterable[str | Path], exclude: Iterable[str | Path] 
                              "files (use the local engine for it)")
         path = Path(text).expanduser()
         if path.is_dir():
-            images = _list_images(path, excluded)
-            videos = _list_videos(path, {p.resolve() for p in excluded})
+            # one listing (each real file once, symlink loops reported once), images first as `ferkit predict` reads them
+            found = list_files(path, lambda n: is_image_file(n) or _is_video_name(n), excluded)
+            images = [p for p in found if is_image_file(p)]
+            videos = [p for p in found if not is_image_file(p)]
             if not images and not videos:
                 raise ValueError(f"{path}: no images or videos found in this folder or below it")
             for p in images:
@@ -150,7 +146,7 @@ class _Worker:
         self.settings = settings
         self.recognizer = Recognizer(model=settings["model"], detector=settings["detector"], device=settings["device"],
                                      backend=settings["backend"], yunet_path=settings["yunet"], threads=threads,
-                                     min_face=settings["min_face"])
+                                     min_face=settings["min_face"], min_confidence=settings["min_confidence"])
 
 
 class ImageWorker(_Worker):
@@ -356,7 +352,7 @@ def _write_parquet(entries: Iterator[dict], path: Path) -> tuple[int, int]:
 
 
 def _settings(model, detector, yunet_path, backend, device, threads, detect_every, track, smooth, max_frames,
-              max_pixels, min_face) -> dict[str, Any]:
+              max_pixels, min_face, min_confidence) -> dict[str, Any]:
     """What the workers need, and what a resumed run must share with the first (the model by content)."""
     from ferkit.engine.checkpoint import SHIPPED_MODELS, ensemble_members, model_digest
 
@@ -367,7 +363,8 @@ def _settings(model, detector, yunet_path, backend, device, threads, detect_ever
     model = ",".join(parts)
     yunet = str(Path(yunet_path).resolve()) if yunet_path else None
     return {"model": model, "model_sha256": digest, "detector": detector, "yunet": yunet,
-            "min_face": min_face, "backend": backend, "device": device, "threads": threads, "detect_every": detect_every, "track": track,
+            "min_face": min_face, "min_confidence": min_confidence, "backend": backend, "device": device, "threads": threads,
+            "detect_every": detect_every, "track": track,
             "smooth": smooth if track else None, "max_frames": max_frames, "max_pixels": max_pixels}
 
 
@@ -383,6 +380,7 @@ def predict_ray(
     backend: str = "auto",
     device: str | None = None,
     min_face: int | None = None,
+    min_confidence: float = 0.0,
     gpus_per_worker: float = 0.0,
     cpus_per_worker: float = 1.0,
     batch_size: int = 16,
@@ -418,7 +416,8 @@ def predict_ray(
         raise FileExistsError(f"{out}: exists and is not a folder; give out_dir a folder")
     items = expand_sources(sources, exclude=[out])
     settings = _settings(model, detector, yunet_path, backend, device or ("cuda" if gpus_per_worker > 0 else "cpu"),
-                         max(1, int(cpus_per_worker)), detect_every, track, smooth, max_frames, max_pixels, min_face)
+                         max(1, int(cpus_per_worker)), detect_every, track, smooth, max_frames, max_pixels, min_face,
+                         min_confidence)
 
     state = RunState(out)
     if overwrite:

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,23 +133,97 @@ def _is_ferkit_output(d: Path) -> bool:
     return all((d / n).is_file() for n in PREDICT_OUTPUT_MARKERS)
 
 
-def _list_images(root: Path, exclude: list[Path]) -> list[Path]:
-    excluded = {p.resolve() for p in exclude}
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        d = Path(dirpath)
-        # Never read back outputs (the --out folder, earlier `ferkit predict` runs inside the source), nor hidden folders.
-        keep = []
-        for n in sorted(dirnames):
-            if n.startswith(".") or (d / n).resolve() in excluded:
+def _identity(path: Path | os.DirEntry) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of what ``path`` names, symbolic links followed; None when it cannot be stat'ed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def list_files(root: Path, accept: Callable[[str], bool], exclude: Iterable[Path] = ()) -> list[Path]:
+    """Every file under ``root`` whose name ``accept`` takes, recursively, sorted by its path below ``root``.
+
+    The one folder listing of ``ferkit predict`` and the ray engine. Hidden files and folders, ``exclude``d
+    folders (e.g. the output folder) and outputs of earlier ``ferkit predict`` runs are left out. Symbolic links
+    are followed, but each real folder is listed once and each real file (by device and inode) once, under its
+    real name where it has one (a plain file in a plain folder before a name reached through a link); a link back
+    to a folder that holds it (a loop) is not followed and is reported by a warning naming the link.
+    """
+    excluded = {Path(p).resolve() for p in exclude}
+    seen_dirs: set[tuple[int, int]] = set()
+    # (rank, order found, path, identity): rank 0 a plain file in plain folders, 1 reached through a folder link,
+    # 2 a link to a file; of the names of one real file the lowest (rank, order) is kept
+    found: list[tuple[int, int, Path, tuple[int, int] | None]] = []
+    # (link, the identities of the folders on its path): followed after every plain folder, so real names win
+    links: list[tuple[Path, tuple[tuple[int, int], ...]]] = []
+
+    def enter(d: Path) -> tuple[int, int] | None:
+        """The folder's identity if it is to be listed now; None if it is left out or listed already."""
+        key = _identity(d)
+        if key is None or key in seen_dirs or d.resolve() in excluded:
+            return None
+        if _is_ferkit_output(d):
+            log.info("%s: left out, it holds the outputs of an earlier `ferkit predict`", d)
+            return None
+        seen_dirs.add(key)
+        return key
+
+    def walk(top: Path, ancestors: tuple[tuple[int, int], ...], via_link: bool) -> None:
+        stack = [(top, ancestors)]
+        while stack:
+            d, path_ids = stack.pop()
+            try:
+                with os.scandir(d) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError as exc:
+                log.warning("%s: cannot list this folder (%s); skipped", d, exc.strerror or exc)
                 continue
-            if _is_ferkit_output(d / n):
-                log.info("%s: left out, it holds the outputs of an earlier `ferkit predict`", d / n)
-                continue
-            keep.append(n)
-        dirnames[:] = keep
-        files.extend(d / n for n in filenames if is_image_file(n) and not n.startswith("."))
+            subdirs = []
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                p = d / e.name
+                try:
+                    is_dir = e.is_dir()  # follows a symbolic link
+                except OSError:
+                    is_dir = False
+                if is_dir:
+                    if e.is_symlink():
+                        links.append((p, path_ids))
+                    elif (key := enter(p)) is not None:
+                        subdirs.append((p, (*path_ids, key)))
+                elif accept(e.name):
+                    rank = 2 if e.is_symlink() else int(via_link)
+                    found.append((rank, len(found), p, _identity(e)))  # identity None: a broken link, reported when read
+            stack.extend(reversed(subdirs))
+
+    root_id = _identity(root)
+    if root_id is None:
+        return []
+    seen_dirs.add(root_id)
+    walk(root, (root_id,), False)
+    while links:
+        link, path_ids = links.pop(0)
+        key = _identity(link)
+        if key in path_ids:
+            log.warning("%s: a symbolic link to %s, a folder that holds it (a loop); not followed", link,
+                        os.path.realpath(link))
+        elif key in seen_dirs:
+            log.info("%s: a symbolic link to %s, listed already; not followed", link, os.path.realpath(link))
+        elif (key := enter(link)) is not None:
+            walk(link, (*path_ids, key), True)
+    files, seen_files = [], set()
+    for _, _, p, key in sorted(found, key=lambda f: f[:2]):
+        if key is None or key not in seen_files:
+            seen_files.add(key)
+            files.append(p)
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _list_images(root: Path, exclude: list[Path]) -> list[Path]:
+    return list_files(root, lambda n: is_image_file(n) and not n.startswith("."), exclude)
 
 
 class _CaptureSource(Source):
