@@ -13,7 +13,7 @@ from ferkit.engine.config import load_config
 from ferkit.engine.evaluate import evaluate
 from ferkit.engine.trainer import train
 from ferkit.report.bench import BenchSettings, bench_models, state_dict_bytes
-from ferkit.models.registry import create_model, list_models
+from ferkit.models.registry import create_model, list_models, model_info
 from ferkit.models.summary import model_table
 
 from conftest import make_fer_slice
@@ -33,7 +33,9 @@ def test_table_lists_every_registered_model(tmp_path, capsys):
         assert int(r["params"]) == ref[name]["params"] and float(r["gflops"]) == pytest.approx(ref[name]["flops"] / 1e9, rel=1e-4)
         # fp32 weights: the file is 4 bytes per parameter plus buffers and pickling overhead
         assert 4 * int(r["params"]) <= float(r["size_mb"]) * 2**20 < 4 * int(r["params"]) * 1.05 + 200_000, name
-        assert r["input"] == ("224x224x3" if name.startswith("tv_") else "48x48x1")
+        info = model_info(name)  # the zoo's registered input: ImageNet backbones take RGB at their own size
+        side, chans = info.input_size, 3 if info.family == "pretrained" else 1
+        assert r["input"] == f"{side}x{side}x{chans}"
         if float(r["gflops"]) <= 0.01:
             b1, b64, tput = float(r["latency_b1_ms"]), float(r["latency_b64_ms"]), float(r["throughput"])
             assert 0 < b1 < b64 and tput == pytest.approx(64 / (b64 / 1000), rel=1e-3)

@@ -61,4 +61,4 @@ def list_models() -> list[str]:
 
 def _import_all() -> None:
     # Importing the family modules runs their @register_model decorators.
-    from ferkit.models import deep_emotion, lenet, pretrained, resnet, vgg  # noqa: F401
+    from ferkit.models import deep_emotion, efficientnet_lite, lenet, pretrained, resnet, vgg  # noqa: F401
