@@ -71,7 +71,7 @@ def test_predict_returns_every_face_in_the_results_jsonl_schema(client):
     assert out["model"] == "default" and out["detector"] == "yunet"
     assert len(out["faces"]) == 2  # two people, counted by eye
     for face in out["faces"]:
-        assert set(face) == {"track_id", "box", "score", "label", "probs", "landmarks"}
+        assert set(face) == {"track_id", "box", "score", "label", "probs", "landmarks", "quality", "low_quality"}
         x, y, w, h = face["box"]
         assert all(isinstance(v, int) for v in face["box"]) and w > 40 and h > 40
         assert 0 <= x and x + w <= 1126 and 0 <= y and y + h <= 661

@@ -51,6 +51,17 @@ VOCABULARIES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Two-letter expression codes in file names (JAFFE: KA.AN1.39.tiff), read by --label-pattern.
+CODES: dict[str, str] = {"an": "angry", "di": "disgust", "fe": "fear", "ha": "happy", "ne": "neutral", "sa": "sad",
+                         "su": "surprise", "co": "contempt"}
+
+
+def from_code(text: str) -> str:
+    """A class from a file-name code: a two-letter code (:data:`CODES`), else a name or synonym (:func:`canonical`)."""
+    key = str(text).strip().lower()
+    return CODES.get(key) or canonical(key)
+
+
 def canonical(name: str) -> str:
     """Return the canonical spelling of an emotion name (unknown names are lower-cased and kept)."""
     key = str(name).strip().lower()

@@ -25,9 +25,12 @@ def add_model(p: argparse.ArgumentParser) -> None:
                         "or an .onnx file from 'ferkit export'")
 
 
-def add_dataset(p: argparse.ArgumentParser, default_split: str = "test") -> None:
-    """``--data`` and ``--split``: one split of a dataset (or all of it), by default of the one the model was trained on."""
-    p.add_argument("--data", "-d", help="fer2013.csv or image folder; if not given, the dataset the model was trained on")
+def add_dataset(p: argparse.ArgumentParser, default_split: str = "test", multiple: bool = False) -> None:
+    """``--data`` and ``--split``: one split of a dataset (or all of it), by default of the one the model was trained on;
+    ``multiple``: ``--data`` may be given several times (a list, None when not given)."""
+    p.add_argument("--data", "-d", action="append" if multiple else "store",
+                   help="fer2013.csv or image folder; if not given, the dataset the model was trained on"
+                        + ("; give it several times for one table across datasets" if multiple else ""))
     p.add_argument("--split", "-s", default=default_split,
                    help="train / val / test (or Training / PublicTest / PrivateTest), or 'all': every image whatever "
                         "its split, e.g. a flat folder root/<class>/*")
@@ -61,6 +64,24 @@ def add_detector(p: argparse.ArgumentParser) -> None:
                    help="smallest face wanted, in pixels of the input (longer box side; if not given, 20). "
                         "A larger value lets YuNet look at a smaller copy of each frame: faster on large frames "
                         "(e.g. 80 for a webcam user at a desk in 1280x720), but smaller faces are missed")
+
+
+def probability(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability between 0 and 1, got {text!r}")
+    return value
+
+
+def add_min_confidence(p: argparse.ArgumentParser) -> None:
+    """``--min-confidence``: below it a face is labelled "uncertain"."""
+    p.add_argument("--min-confidence", type=probability, default=0.0, metavar="P",
+                   help="label a face 'uncertain' when its top calibrated probability is below P (its probabilities are "
+                        "still written, and video smoothing still uses them); e.g. 0.5. 0 answers every face")
 
 
 def add_backend(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ferkit.app.args import add_backend, add_detector, add_device, add_model, add_threads, positive_int
+from ferkit.app.args import add_backend, add_detector, add_device, add_min_confidence, add_model, add_threads, positive_int
 
 DEFAULT_OUT = Path("runs") / "predict"  # numbered folders under it: runs/predict/1, runs/predict/2, ...
 PROGRESS_EVERY_S = 10.0  # seconds between progress lines when stderr is not a terminal (no bar there)
@@ -63,6 +63,7 @@ def register(sub, formatter) -> None:
                         "(a folder holding an earlier run is refused unless --overwrite)")
     add_model(p)
     add_detector(p)
+    add_min_confidence(p)
     add_backend(p)
     add_device(p)
     add_threads(p)
@@ -226,6 +227,7 @@ def _run_ray(args) -> int:
     summary = predict_ray(
         args.source, out, address=args.address, workers=args.workers, model=args.model, detector=args.detector,
         yunet_path=args.yunet, backend=args.backend, device=None if args.device == "auto" else args.device, min_face=args.min_face,
+        min_confidence=args.min_confidence,
         gpus_per_worker=args.gpus_per_worker, cpus_per_worker=float(args.threads or 1), batch_size=args.batch_size,
         detect_every=args.detect_every, track=not args.no_track, smooth=None if args.no_smooth else args.smooth,
         max_frames=args.max_frames, max_pixels=args.max_pixels, format=args.format, overwrite=args.overwrite,
@@ -283,7 +285,8 @@ def _run_local(args) -> int:
         src = open_source(args.source, exclude=[args.out] if args.out else [])
         try:
             recognizer = Recognizer(model=args.model, detector=args.detector, device=args.device, backend=args.backend,
-                                    yunet_path=args.yunet, threads=args.threads, min_face=args.min_face)
+                                    yunet_path=args.yunet, threads=args.threads, min_face=args.min_face,
+                                    min_confidence=args.min_confidence)
             made: list[Path] = []
             out = Path(args.out) if args.out else None
             if out is None:

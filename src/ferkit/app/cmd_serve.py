@@ -7,7 +7,7 @@ import ipaddress
 import logging
 import os
 
-from ferkit.app.args import add_backend, add_detector, add_device, add_threads
+from ferkit.app.args import add_backend, add_detector, add_device, add_min_confidence, add_threads
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ def register(sub, formatter) -> None:
                    help="model to serve: 'default', a checkpoint, a run folder or an .onnx file; repeat to offer "
                         "several (the first is the default; clients choose with ?model=NAME); none given: 'default'")
     add_detector(p)  # the default one; clients may choose another per request
+    add_min_confidence(p)
     add_backend(p)
     add_device(p)
     p.add_argument("--api-key",
@@ -88,7 +89,7 @@ def run(args) -> int:
     given = {key: getattr(args, name, None) for name, key in options.items()}
     app = create_app(
         model=args.model or ["default"], detector=args.detector, api_key=api_key, yunet_path=args.yunet,
-        device=args.device, backend=args.backend, min_face=args.min_face, work_dir=args.work_dir,
+        device=args.device, backend=args.backend, min_face=args.min_face, min_confidence=args.min_confidence, work_dir=args.work_dir,
         **{k: v for k, v in given.items() if v is not None},
     )
     lim = app.state.limits

@@ -68,7 +68,8 @@ def build_data(cfg: TrainConfig) -> TrainData:
     """Load ``cfg.data``, choose channels, size and normalisation, and bring every image to them once with
     :meth:`Preprocess.prepare_images` (deployment's function), so no batch is resized while training."""
     info = model_info(cfg.model)
-    data = load_dataset(cfg.data, labels=cfg.labels, ferplus=cfg.ferplus, ferplus_mode=cfg.ferplus_mode, join_csv=cfg.join_csv)
+    data = load_dataset(cfg.data, labels=cfg.labels, ferplus=cfg.ferplus, ferplus_mode=cfg.ferplus_mode, join_csv=cfg.join_csv,
+                        ferplus_mix=cfg.ferplus_mix)
     pretrained = info.family == "pretrained"
     channels = cfg.channels or (3 if pretrained else data.channels)
     mean, std = default_norm(channels, pretrained)
@@ -79,6 +80,11 @@ def build_data(cfg: TrainConfig) -> TrainData:
         std=tuple(cfg.std) or std,
         label_names=data.label_names,
     )
+    if cfg.init_from:  # a fine-tuning stage keeps the face crop its starting model was calibrated for (not its temperature)
+        start = Preprocess.from_dict(ckpt_io.load_checkpoint(cfg.init_from)["preprocess"])
+        if (start.input_size, start.channels) == (pre.input_size, pre.channels):
+            pre.crop_margin = start.crop_margin
+            pre.crop_geometry = {d: {k: v for k, v in g.items() if k != "temperature"} for d, g in start.crop_geometry.items()}
     stored = data.images.shape[1:]
     data.images = pre.prepare_images(data.images)  # uint8 (N, S, S[, 3]); the same array when already so
     if data.images.shape[1:] != stored:
@@ -131,15 +137,40 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, de
     return opt, sched, scaler
 
 
-def build_criterion(cfg: TrainConfig, train_labels: np.ndarray, num_classes: int, device: torch.device) -> nn.Module:
+class LogitAdjustedLoss(nn.Module):
+    """A loss on ``logits + tau * log(prior)`` (logit adjustment, Menon et al. 2021): the network learns scores for
+    a balanced class prior (``tau`` 1), so rare classes (disgust, fear) are not traded away for the frequent
+    ones; deployment takes the raw logits."""
+
+    def __init__(self, loss: nn.Module, prior: np.ndarray, tau: float, device: torch.device):
+        super().__init__()
+        self.loss = loss
+        self.register_buffer("shift", tau * torch.log(torch.tensor(prior, dtype=torch.float32, device=device).clamp_min(1e-6)))
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.loss(logits + self.shift, target)
+
+
+def build_criterion(cfg: TrainConfig, train_labels: np.ndarray, num_classes: int, device: torch.device,
+                    train_soft: np.ndarray | None = None) -> nn.Module:
     """Cross-entropy with ``cfg.label_smoothing`` and, with ``cfg.class_weights``, inverse-frequency class weights
-    (mean 1 over the classes present). Takes class indices or soft targets ``(B, K)``."""
+    (mean 1 over the classes present); with ``cfg.logit_adjust``, a :class:`LogitAdjustedLoss` whose prior is the
+    mean training target (``train_soft`` when given, else the label frequencies). Takes class indices or soft
+    targets ``(B, K)``."""
     weight = None
     if cfg.class_weights:
         counts = np.bincount(train_labels, minlength=num_classes).astype(np.float64)
         w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / num_classes, 0.0)
         weight = torch.tensor(w, dtype=torch.float32, device=device)
-    return nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    if not cfg.logit_adjust:
+        return loss
+    if train_soft is not None:
+        prior = np.asarray(train_soft, np.float64).mean(0)
+    else:
+        prior = np.bincount(train_labels, minlength=num_classes) / max(len(train_labels), 1)
+    log.info("logit adjustment tau %.2f, class prior %s", cfg.logit_adjust, np.round(prior, 3).tolist())
+    return LogitAdjustedLoss(loss, prior, cfg.logit_adjust, device)
 
 
 def sample_weights(train_labels: np.ndarray, num_classes: int) -> torch.Tensor:

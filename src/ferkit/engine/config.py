@@ -28,6 +28,8 @@ class TrainConfig:
     labels: str | None = None  # remap to this label set by name, e.g. "fer5" or "angry,happy,sad"
     ferplus: str | None = None  # fer2013new.csv: train on FER+ votes instead of FER2013 labels
     ferplus_mode: str = "majority"  # majority | soft
+    ferplus_mix: float = 0.0  # 0 < w < 1 (with ferplus): keep the FER2013 labels and learn (1 - w) x their one-hot
+    # + w x the FER+ vote distribution over FER2013's 7 classes (both label sets at once); 0: ferplus replaces them
     join_csv: str | None = None  # jpg -> FER+ row table, for FER2013 image folders
     channels: int | None = None  # 1 or 3; default: the model's/dataset's
     train_split: str = "train"
@@ -63,9 +65,12 @@ class TrainConfig:
     min_lr: float = 0.0
     label_smoothing: float = 0.0
     class_weights: bool = False  # inverse-frequency class weights in the loss
+    logit_adjust: float = 0.0  # tau of the logit-adjusted loss (Menon et al. 2021): the loss sees logits + tau x
+    # log(class prior of the training targets), so the model learns balanced-prior scores (1: fully balanced)
     balanced_sampling: bool = False  # sample classes equally often (with replacement)
     grad_clip: float = 0.0
     early_stopping: int = 0  # patience in epochs on val accuracy (0: off); best weights restored
+    keep_epochs: bool = False  # also keep every epoch's weights (epochs/epoch_NNN.pt), to choose on other sets later
     distill: str | None = None  # teacher checkpoint or run folder: learn from its probabilities too
     distill_tta: str = "tencrop"  # none | flip | tencrop: the teacher's views of each training image
     distill_weight: float = 0.5  # share of the teacher's probabilities in the target (the rest: the label)
@@ -126,6 +131,12 @@ class TrainConfig:
             raise ValueError(f"epochs and batch_size must be >= 1 (got epochs={self.epochs}, batch_size={self.batch_size})")
         if self.ferplus_mode not in ("majority", "soft"):
             raise ValueError(f"unknown ferplus_mode {self.ferplus_mode!r}; valid: majority, soft")
+        if not 0.0 <= self.ferplus_mix < 1.0:
+            raise ValueError(f"ferplus_mix must be in [0, 1) (the FER+ votes' share of the target), got {self.ferplus_mix}")
+        if self.ferplus_mix and not self.ferplus:
+            raise ValueError("ferplus_mix needs ferplus=fer2013new.csv (the votes to mix with the dataset's labels)")
+        if self.logit_adjust < 0:
+            raise ValueError(f"logit_adjust must be >= 0 (0: off, 1: balanced prior), got {self.logit_adjust}")
         if self.distill and not 0.0 < self.distill_weight <= 1.0:
             raise ValueError(f"distill_weight must be in (0, 1], got {self.distill_weight}")
         if not 0.0 <= self.ema < 1.0:

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,9 @@ from ferkit.engine.checkpoint import build_from_checkpoint, load_checkpoint
 from ferkit.engine.preprocess import Preprocess
 from ferkit.engine.steps import images_to_tensor, predict_probs
 from ferkit.runtime import autocast_dtype, select_device
-from ferkit.metrics import (classification_metrics, confusion_markdown, never_predicted, never_predicted_note,
-                                   per_class_markdown)
+from ferkit.metrics import (accuracy_of_most_confident, calibration_markdown, calibration_metrics, classification_metrics,
+                            confusion_markdown, coverage_curve, coverage_markdown, never_predicted, never_predicted_note,
+                            per_class_markdown)
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +151,8 @@ def _load_eval_data(data: str | Path | None, cfg: dict, model: str | Path,
         data = trained_dataset(cfg, model)
     path = Path(data)
     same = bool(trained_on) and path.exists() and Path(trained_on).exists() and path.resolve() == Path(trained_on).resolve()
-    ferplus = cfg.get("ferplus") if same and ferplus_mode != "off" else None
+    # a model trained on FER2013's labels mixed with FER+ votes (ferplus_mix) answers FER2013's classes: its labels
+    ferplus = cfg.get("ferplus") if same and ferplus_mode != "off" and not cfg.get("ferplus_mix") else None
     mode = ferplus_mode or cfg.get("ferplus_mode", "majority")
     if ferplus:
         log.info("labels: FER+ votes from %s (%s%s)", ferplus, mode, ", as in training" if ferplus_mode is None else "")
@@ -168,40 +171,30 @@ def _onnx_model(path: str | Path) -> tuple[dict, torch.nn.Module, Preprocess]:
     return {"path": str(path), "model": {"name": name}, "config": cfg}, clf.as_module(), clf.preprocess
 
 
-def _score(y: np.ndarray, probs: dict[str, np.ndarray], names: tuple[str, ...]) -> dict:
-    """Plain (no TTA) metrics, with the TTA metrics under ``"tta"`` (None without TTA)."""
-    out = classification_metrics(y, probs["none"], names)
+def _score(y: np.ndarray, probs: dict[str, np.ndarray], names: tuple[str, ...], min_confidence: float | None = None) -> dict:
+    """Plain (no TTA) metrics with their calibration, with the TTA metrics under ``"tta"`` (None without TTA)."""
+    out = {**classification_metrics(y, probs["none"], names),
+           "calibration": calibration_summary(y, probs["none"], min_confidence)}
     mode = next((m for m in probs if m != "none"), None)
     out["tta"] = {"mode": mode, **classification_metrics(y, probs[mode], names)} if mode else None
     return out
 
 
-def evaluate(
-    model_spec: str | Path = "default",
-    data: str | Path | None = None,
-    split: str = "test",
-    tta: str = "none",
-    out_dir: str | Path | None = None,
-    batch_size: int | None = None,
-    device: str = "auto",
-    duplicates: str | Path | None = None,
-    ferplus_mode: str | None = None,
-) -> dict:
-    """Evaluate a model (checkpoint file, run folder or ``"default"``) on one split of a dataset.
+def calibration_summary(y: np.ndarray, probs: np.ndarray, min_confidence: float | None = None) -> dict:
+    """ECE, Brier, NLL and the reliability bins; the coverage/accuracy curve over min-confidence thresholds
+    (and at ``min_confidence``); the accuracy on the most confident half and quarter (how well the confidence
+    ranks right answers before wrong ones)."""
+    out = {**calibration_metrics(y, probs), "coverage": coverage_curve(y, probs),
+           "accuracy_most_confident_50": accuracy_of_most_confident(y, probs, 0.5),
+           "accuracy_most_confident_25": accuracy_of_most_confident(y, probs, 0.25)}
+    if min_confidence is not None:
+        out["at_min_confidence"] = coverage_curve(y, probs, [min_confidence])[0]
+    return out
 
-    ``data``: a fer2013.csv or an image folder; default the dataset the model was trained on.
-    ``split``: train/val/test or an alias (Training, PublicTest, PrivateTest), or ``"all"`` (every image).
-    Always reports the plain (no TTA) figures at the top level; with ``tta`` flip or
-    tencrop also the ``"tta"`` figures. ``duplicates``: FER2013's duplicates.csv
-    (default: ``duplicates.csv`` in the dataset folder, when present) for the
-    ``"leak_free"`` figures. With ``out_dir``, writes metrics.json, summary.md,
-    predictions.csv and confusion matrix plots there. Returns the metrics dict.
-    """
-    if tta not in TTA_MODES:
-        raise ValueError(f"unknown TTA mode {tta!r}; expected one of {', '.join(TTA_MODES)}")
-    split = canonical_split(split, allow_all=True)
-    if duplicates is not None and not Path(duplicates).is_file():  # fail before the slow part
-        raise FileNotFoundError(f"{duplicates}: no such duplicates file (expected FER2013's duplicates.csv)")
+
+def load_eval_model(model_spec: str | Path, device: str = "auto") -> tuple[dict, torch.nn.Module, Preprocess, torch.device]:
+    """``(checkpoint-like dict, model in eval mode, Preprocess, device)`` for a checkpoint, run folder, ensemble
+    or exported ``.onnx`` file (run by ONNX Runtime on the CPU)."""
     if str(model_spec).lower().endswith(".onnx"):
         ckpt, model, pre = _onnx_model(model_spec)
         dev = torch.device("cpu")
@@ -209,10 +202,13 @@ def evaluate(
         ckpt = load_checkpoint(model_spec)
         model, pre = build_from_checkpoint(ckpt)
         dev = select_device(device)
-    cfg = ckpt.get("config") or {}
-    model = model.to(dev).eval()
+    return ckpt, model.to(dev).eval(), pre, dev
 
-    ds, data_path, same_data = _load_eval_data(data, cfg, model_spec, ferplus_mode)
+
+def model_part(ds: FerData, split: str, pre: Preprocess, data_path: str | Path) -> tuple[FerData, dict, list[int]]:
+    """One split of ``ds`` with its classes mapped onto the model's by name: ``(part, unmapped, absent)``.
+    ``unmapped``: images left out because the model lacks their class, per class; ``absent``: the model's
+    classes the dataset lacks (their probabilities are zeroed and the rest renormalised by :func:`drop_absent`)."""
     part = ds.subset(split)
     if len(part) == 0:
         raise ValueError(empty_split_message(data_path, split, ds))
@@ -233,33 +229,129 @@ def evaluate(
     if absent:
         log.info("scoring on the %d classes the model shares with the dataset; left out of its predictions: %s",
                  len(pre.label_names) - len(absent), [pre.label_names[i] for i in absent])
+    return part, unmapped, absent
 
-    x = images_to_tensor(pre.prepare_images(part.images))  # uint8 (N, C, S, S): the model's channels and size
-    amp = autocast_dtype(cfg.get("amp", "auto"), dev)
-    bs = batch_size or int(cfg.get("eval_batch_size", 512))
-    channels_last = bool(cfg.get("channels_last", False))
-    log.info("evaluating %s on %d %s images of %s", ckpt["path"], len(part), split, data_path)
 
-    probs = {"none": predict_probs(model, x, pre, "none", bs, amp, channels_last)}
-    if tta != "none":
-        probs[tta] = predict_probs(model, x, pre, tta, bs, amp, channels_last)
+def drop_absent(probs: np.ndarray, absent: list[int]) -> np.ndarray:
+    """Zero the ``absent`` classes' probabilities and renormalise each row over the rest, in place (a row of
+    zeros, an answer not given, stays zero)."""
     if absent:
-        for p in probs.values():
-            p[:, absent] = 0.0
-            p /= np.maximum(p.sum(1, keepdims=True), 1e-12)
-    y = part.labels
-    result: dict = {
+        probs[:, absent] = 0.0
+        probs /= np.maximum(probs.sum(1, keepdims=True), 1e-12)
+    return probs
+
+
+def scored_result(ckpt: dict, part: FerData, probs: dict[str, np.ndarray], pre: Preprocess, split: str, data_path: Path,
+                  same_data: bool, unmapped: dict, absent: list[int], min_confidence: float | None = None) -> dict:
+    """The metrics dict :func:`evaluate` returns, from the model's probabilities on ``part`` (``"none"`` and
+    optionally one TTA mode), without the leak-free figures."""
+    cfg = ckpt.get("config") or {}
+    return {
         "model": ckpt["path"],
         "architecture": ckpt["model"]["name"],
+        "temperature": float(pre.temperature),
         "data": str(data_path),
         "split": split,
         "split_title": split_title(part, split),
         "split_role": _split_role(split, cfg, same_data),
         "unmapped": unmapped,
         "classes_left_out": [pre.label_names[i] for i in absent],
-        **_score(y, probs, pre.label_names),
+        **_score(part.labels, probs, pre.label_names, min_confidence),
         "leak_free": None,
     }
+
+
+@dataclass
+class SplitPredictions:
+    """A model's probabilities on one split of a dataset, with what scoring them needs.
+
+    ``probs``: TTA mode ("none", and the asked one) -> ``(N, K)`` calibrated probabilities over
+    ``pre.label_names``, classes the data lacks zeroed (:func:`drop_absent`); a row of zeros is an answer not
+    given. ``part``: the split, its labels mapped onto the model's classes."""
+
+    ckpt: dict
+    pre: Preprocess
+    part: FerData
+    probs: dict[str, np.ndarray]
+    split: str
+    data_path: Path
+    same_data: bool
+    unmapped: dict
+    absent: list[int]
+    labels_from: str | None = None
+
+
+def predict_split(model_spec: str | Path = "default", data: str | Path | None = None, split: str = "test",
+                  tta: str = "none", batch_size: int | None = None, device: str = "auto", ferplus_mode: str | None = None,
+                  ferplus: str | Path | None = None, join_csv: str | Path | None = None) -> SplitPredictions:
+    """The one path from a model spec and a dataset split to the model's probabilities on it (the arguments are
+    :func:`evaluate`'s): evaluation, galleries, reports and temperature fitting all score through it."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"unknown TTA mode {tta!r}; expected one of {', '.join(TTA_MODES)}")
+    split = canonical_split(split, allow_all=True)
+    ckpt, model, pre, dev = load_eval_model(model_spec, device)
+    cfg = ckpt.get("config") or {}
+    labels_from = None
+    if ferplus is not None:
+        if data is None:
+            data = trained_dataset(cfg, model_spec)
+        mode = ferplus_mode if ferplus_mode not in (None, "off") else "majority"
+        ds, data_path, same_data = load_dataset(data, ferplus=ferplus, ferplus_mode=mode, join_csv=join_csv), Path(data), False
+        labels_from = f"FER+ votes ({mode}) of {ferplus}"
+    else:
+        ds, data_path, same_data = _load_eval_data(data, cfg, model_spec, ferplus_mode)
+    part, unmapped, absent = model_part(ds, split, pre, data_path)
+
+    x = images_to_tensor(pre.prepare_images(part.images))  # uint8 (N, C, S, S): the model's channels and size
+    amp = autocast_dtype(cfg.get("amp", "auto"), dev)
+    bs = batch_size or int(cfg.get("eval_batch_size", 512))
+    channels_last = bool(cfg.get("channels_last", False))
+    log.info("evaluating %s on %d %s images of %s", ckpt["path"], len(part), split, data_path)
+    probs = {"none": predict_probs(model, x, pre, "none", bs, amp, channels_last)}
+    if tta != "none":
+        probs[tta] = predict_probs(model, x, pre, tta, bs, amp, channels_last)
+    for p in probs.values():
+        drop_absent(p, absent)
+    return SplitPredictions(ckpt, pre, part, probs, split, data_path, same_data, unmapped, absent, labels_from)
+
+
+def evaluate(
+    model_spec: str | Path = "default",
+    data: str | Path | None = None,
+    split: str = "test",
+    tta: str = "none",
+    out_dir: str | Path | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    duplicates: str | Path | None = None,
+    ferplus_mode: str | None = None,
+    ferplus: str | Path | None = None,
+    join_csv: str | Path | None = None,
+    min_confidence: float | None = None,
+) -> dict:
+    """Evaluate a model (checkpoint file, run folder or ``"default"``) on one split of a dataset.
+
+    ``data``: a fer2013.csv or an image folder; default the dataset the model was trained on.
+    ``split``: train/val/test or an alias (Training, PublicTest, PrivateTest), or ``"all"`` (every image).
+    Always reports the plain (no TTA) figures at the top level, with their calibration (ECE, Brier, NLL,
+    reliability bins, coverage curve) under ``"calibration"``; with ``tta`` flip or
+    tencrop also the ``"tta"`` figures. ``duplicates``: FER2013's duplicates.csv
+    (default: ``duplicates.csv`` in the dataset folder, when present) for the
+    ``"leak_free"`` figures. ``ferplus`` (+ ``join_csv`` for an image folder): score against the FER+ votes
+    of these FER2013 images (``ferplus_mode``, default majority) whatever the model was trained on. With
+    ``out_dir``, writes metrics.json, summary.md, predictions.csv, confusion matrix and reliability plots there.
+    ``min_confidence``: also the share answered and their accuracy at that threshold (``calibration.at_min_confidence``).
+    Returns the metrics dict.
+    """
+    if duplicates is not None and not Path(duplicates).is_file():  # fail before the slow part
+        raise FileNotFoundError(f"{duplicates}: no such duplicates file (expected FER2013's duplicates.csv)")
+    sp = predict_split(model_spec, data, split, tta, batch_size, device, ferplus_mode, ferplus, join_csv)
+    part, probs, pre, data_path, split = sp.part, sp.probs, sp.pre, sp.data_path, sp.split
+    result = scored_result(sp.ckpt, part, probs, pre, split, data_path, sp.same_data, sp.unmapped, sp.absent, min_confidence)
+    if sp.labels_from:
+        result["labels_from"] = sp.labels_from
+    ckpt = sp.ckpt
+    y = part.labels
 
     leaked = np.zeros(len(part), bool)
     dup_path = _find_duplicates(data_path, duplicates)
@@ -293,7 +385,7 @@ def empty_split_message(data: str | Path, split: str, ds: FerData) -> str:
 
 def write_outputs(result: dict, part: FerData, probs: dict[str, np.ndarray], leaked: np.ndarray, out_dir: str | Path) -> None:
     """Write metrics.json, summary.md, predictions.csv, confusion.png (and confusion_tta.png) into ``out_dir``."""
-    from ferkit.plots import plot_confusion
+    from ferkit.plots import plot_confusion, plot_coverage, plot_reliability
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -301,6 +393,10 @@ def write_outputs(result: dict, part: FerData, probs: dict[str, np.ndarray], lea
     (out / "summary.md").write_text(format_summary(result))
     title = f"{result['architecture']} on {result['split']}"
     plot_confusion(result["confusion_matrix"], result["labels"], out / "confusion.png", f"{title} (acc {result['accuracy']:.3f})")
+    cal = result["calibration"]
+    plot_reliability(cal["reliability"], out / "reliability.png",
+                     f"{title}: ECE {cal['ece']:.3f}, T {result.get('temperature', 1.0):.2f}")
+    plot_coverage({result["split_title"]: cal["coverage"]}, out / "coverage.png", f"{result['architecture']}: min confidence")
     if result["tta"]:
         t = result["tta"]
         tta_title = f"{title}, TTA {t['mode']} (acc {t['accuracy']:.3f})"
@@ -316,7 +412,7 @@ def write_outputs(result: dict, part: FerData, probs: dict[str, np.ndarray], lea
             for m in modes:
                 row += [names[preds[m][0][i]], f"{preds[m][1][i]:.4f}"]
             w.writerow(row)
-    log.info("wrote metrics.json, summary.md, predictions.csv and confusion plots to %s", out)
+    log.info("wrote metrics.json, summary.md, predictions.csv, confusion, reliability and coverage plots to %s", out)
 
 
 def _row(name: str, m: dict, extra: str = "") -> str:
@@ -349,6 +445,13 @@ def format_summary(result: dict) -> str:
         lines.append(_row("leak-free, no TTA", lf, note))
         if lf.get("tta"):
             lines.append(_row(f"leak-free, TTA {lf['tta']['mode']}", lf["tta"], note))
+    cal = r.get("calibration")
+    if cal:
+        lines += ["", f"## Calibration (no TTA; temperature {r.get('temperature', 1.0):.3f})", "",
+                  f"{calibration_markdown(cal)}. Accuracy on the most confident half: "
+                  f"{100 * cal['accuracy_most_confident_50']:.1f} %, quarter: {100 * cal['accuracy_most_confident_25']:.1f} %.",
+                  "", "A face whose top probability is below P is answered 'uncertain' with --min-confidence P:", "",
+                  coverage_markdown(cal["coverage"])]
     lines += ["", "## Per class (no TTA)", "", per_class_markdown(r), "",
               "## Confusion matrix (no TTA; rows: true class, columns: predicted)", "", confusion_markdown(r), ""]
     if tta:

@@ -258,7 +258,7 @@ class OnnxClassifier:
 
     ``OnnxClassifier(path)(x)`` maps a normalised float batch ``(N, C, S, S)``
     (``self.preprocess.to_tensor(...)``) to logits ``(N, K)``; :meth:`probs`
-    gives softmax probabilities, also for uint8 face crops as
+    gives calibrated softmax probabilities (the metadata's temperature), also for uint8 face crops as
     ``preprocess.prepare_images`` gives them, which makes it a
     :class:`~ferkit.infer.recognizer.Classifier`. ``threads`` sets ONNX
     Runtime's intra-op threads (None: one per core this process may use, see
@@ -310,11 +310,7 @@ class OnnxClassifier:
         """
         if batch.dtype in (np.uint8, torch.uint8):
             batch = self.preprocess.to_array(np.asarray(batch))  # (N, C, S, S), float32, normalised
-        e = self(batch)
-        e -= e.max(1, keepdims=True)
-        np.exp(e, out=e)
-        e /= e.sum(1, keepdims=True)
-        return e
+        return self.preprocess.probs(self(batch))  # calibrated: softmax(logits / temperature) from the metadata
 
 
 class OnnxModule(torch.nn.Module):

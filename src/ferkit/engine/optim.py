@@ -74,7 +74,9 @@ class Schedule:
                 opt, max(1, cfg.restart_period * steps_per_epoch), cfg.restart_mult, eta_min=cfg.min_lr
             ),
             "onecycle": lambda: torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=[g["initial_lr"] for g in opt.param_groups], total_steps=max(1, total), pct_start=0.25
+                # at least 2 steps of warm-up: torch divides by the warm-up's length (a 4-step run would have 0)
+                opt, max_lr=[g["initial_lr"] for g in opt.param_groups], total_steps=max(3, total),
+                pct_start=min(0.6, max(0.25, 2.0 / max(3, total)))
             ),
         }
         if name not in builders:

@@ -57,6 +57,12 @@ class Preprocess:
     detectors without a calibrated geometry.
     crop_geometry: detector name -> :class:`CropGeometry` dict, the crop chosen by
     measurement for that detector's boxes (``benchmarks/robustness.py --calibrate``).
+    temperature: the model's logits are divided by it before the softmax (temperature
+    scaling, Guo et al. 2017; fitted by ``ferkit calibrate``): it makes the probabilities
+    match how often the model is right, and never changes which class is on top. Every
+    backend turns logits into probabilities with :meth:`probs`, so all apply it. A
+    detector's entry in ``crop_geometry`` may hold its own, fitted end to end on real
+    photos (:meth:`temperature_for`), which the Recognizer applies to that detector's faces.
     """
 
     input_size: int = 48
@@ -66,6 +72,33 @@ class Preprocess:
     label_names: tuple[str, ...] = field(default_factory=tuple)
     crop_margin: float = 0.1
     crop_geometry: dict[str, dict] = field(default_factory=dict)
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        if not (0.05 <= float(self.temperature) <= 20.0):  # also false for NaN
+            raise ValueError(f"temperature {self.temperature} out of range [0.05, 20]: not a fitted temperature")
+
+    def probs(self, logits):
+        """Calibrated class probabilities from logits ``(N, K)``: ``softmax(logits / temperature)``, float32.
+
+        A torch tensor gives a tensor (on its device), a NumPy array an array: the one place where any backend
+        (PyTorch, ONNX Runtime, an ensemble) turns scores into the probabilities it reports."""
+        t = float(self.temperature)
+        if isinstance(logits, torch.Tensor):
+            return torch.softmax(logits.float() / t, dim=-1)
+        e = np.asarray(logits, np.float32) / np.float32(t)
+        e -= e.max(-1, keepdims=True)
+        np.exp(e, out=e)
+        e /= e.sum(-1, keepdims=True)
+        return e
+
+    def temperature_for(self, detector: str | None) -> float:
+        """The temperature for faces found by ``detector`` in whole images: the one fitted end to end for it
+        (``crop_geometry[detector]["temperature"]``, ``ferkit calibrate --photos``), else :attr:`temperature`
+        (fitted on face crops). Real photos are harder than dataset crops, so a model is often more
+        over-confident on them; None: the crops' temperature."""
+        g = self.crop_geometry.get(detector) if detector else None
+        return float(g["temperature"]) if g and "temperature" in g else float(self.temperature)
 
     def crop_for(self, detector: str) -> CropGeometry:
         """The crop geometry for faces found by ``detector`` (its calibrated one, else ``crop_margin``, aligned)."""
@@ -90,6 +123,7 @@ class Preprocess:
             label_names=tuple(d["label_names"]),
             crop_margin=float(d.get("crop_margin", 0.1)),
             crop_geometry={str(k): dict(v) for k, v in (d.get("crop_geometry") or {}).items()},
+            temperature=float(d.get("temperature", 1.0)),
         )
 
     @property

@@ -81,7 +81,7 @@ def predict_probs(
             xin = xin.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             logits = model(xin)
-        out.append(F.softmax(logits.float(), 1).view(v, b, -1).mean(0).cpu())
+        out.append(pre.probs(logits).view(v, b, -1).mean(0).cpu())  # calibrated (pre.temperature)
     return torch.cat(out).numpy() if out else np.zeros((0, len(pre.label_names)), np.float32)
 
 

@@ -111,7 +111,7 @@ class Trainer:
         self.train_t, self.val_t = to_split(self.train_data, self.device), to_split(self.val_data, self.device)
         if cfg.distill:
             self.train_t.soft = build_teacher(cfg, self.out, self.train_data, self.pre, self.device, self.amp, save=self.is_main)
-        self.criterion = build_criterion(cfg, self.train_data.labels, k, self.device)
+        self.criterion = build_criterion(cfg, self.train_data.labels, k, self.device, self.train_data.soft)
         self.steps_per_epoch = max(1, len(self.train_data) // (cfg.batch_size * self.world))
         balanced = sample_weights(self.train_data.labels, k) if cfg.balanced_sampling else None
         self.batches = EpochBatches(self.train_t, cfg.batch_size, self.steps_per_epoch, self.gen, balanced, self.rank, self.world)
@@ -258,6 +258,8 @@ class Trainer:
                 state = self.checkpoint_dict(full=True)
                 if improved:
                     ckpt_io.save_checkpoint(self.checkpoint_dict(full=False), self.out / "best.pt")
+                if cfg.keep_epochs:  # inference weights of every epoch, to be chosen on other sets afterwards
+                    ckpt_io.save_checkpoint(self.checkpoint_dict(full=False), self.out / "epochs" / f"epoch_{self.epoch:03d}.pt")
                 ckpt_io.save_checkpoint(state, self.out / "last.pt")  # after best.pt: a resume never loses a best
                 self._write_epoch(row)
                 log.info("epoch %d/%d  loss %.3f  train %.3f  val %.4f  f1 %.3f  lr %.3g  %.0fs (%.0f img/s)%s",

@@ -91,7 +91,8 @@ def predict_stream(
     tracker = None
     if sequence and track:
         age = max_age if max_age is not None else max(5, round(0.5 * (src.fps or FALLBACK_FPS)))
-        tracker = Tracker(iou_threshold=iou_threshold, max_age=age, smoothing=smooth)
+        tracker = Tracker(iou_threshold=iou_threshold, max_age=age, smoothing=smooth,
+                          min_confidence=getattr(recognizer, "min_confidence", 0.0))
     # A camera is shown live: classify each frame as it arrives instead of waiting for a group.
     group_size = 1 if src.is_live else max(1, batch_frames)
     prev_image, prev_dets, since_detect = None, [], 0

@@ -25,14 +25,15 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ferkit.engine.checkpoint import SHIPPED_MODELS, ensemble_members, load_model, model_digest, resolve_checkpoint_path
 from ferkit.engine.preprocess import Preprocess
 from ferkit.imageio import read_bgr, to_model_channels, to_uint8
 from ferkit.infer.align import crop_faces
 from ferkit.infer.detectors import FaceDetector, create_detector
-from ferkit.infer.results import Detection, Face
+from ferkit.infer.quality import face_quality, is_low_quality
+from ferkit.infer.results import Detection, Face, label_for
+from ferkit.metrics import rescale_probs
 from ferkit.runtime import models_dir, onnxruntime_available, select_device
 
 if TYPE_CHECKING:
@@ -195,7 +196,7 @@ class TorchClassifier:
             x = x.contiguous(memory_format=torch.channels_last)  # matches the model's layout (see __init__)
         with torch.inference_mode(), torch_threads(self.threads):
             logits = self.model(x)
-        return F.softmax(logits.float(), dim=1).cpu().numpy()
+        return self.preprocess.probs(logits).cpu().numpy()  # calibrated: softmax(logits / temperature)
 
 
 def _onnx_classifier(model: str | Path, backend: str, device: torch.device, threads: int | None) -> OnnxClassifier:
@@ -257,19 +258,23 @@ class Recognizer:
     ``classifier``: a ready :class:`Classifier` to use instead of loading
     ``model``; ``model`` and ``backend`` then only name it. ``tta``: "flip"
     also classifies each face mirrored and averages the two (twice the
-    classifier's work, none of the detector's).
+    classifier's work, none of the detector's). ``min_confidence``: a face whose top calibrated
+    probability is below it is labelled "uncertain" (its probabilities are still given).
+    Every face carries its ``quality`` and ``low_quality`` flag (:mod:`ferkit.infer.quality`).
     """
 
     def __init__(self, model: str | Path = "default", detector: str | FaceDetector = "auto", device: str = "auto",
                  backend: str = "auto", yunet_path: str | Path | None = None, batch_size: int = 64,
                  threads: int | None = None, score_threshold: float = 0.6, classifier: Classifier | None = None,
-                 min_face: int | None = None, tta: str = "none"):
+                 min_face: int | None = None, tta: str = "none", min_confidence: float = 0.0):
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
         if tta not in TTA_MODES:
             raise ValueError(f"unknown tta {tta!r}; valid: {', '.join(TTA_MODES)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be a probability in [0, 1], got {min_confidence}")
         if classifier is not None and not isinstance(classifier, Classifier):
             raise TypeError(f"classifier: expected an object with .preprocess and .probs(batch), "
                             f"got a {type(classifier).__name__}")
@@ -289,6 +294,7 @@ class Recognizer:
         self.backend = backend
         self.batch_size = int(batch_size)
         self.tta = tta
+        self.min_confidence = float(min_confidence)
         self.model_name = str(model)
         self.detector = create_detector(detector, yunet_path=yunet_path, score_threshold=score_threshold,
                                         min_face=min_face, threads=threads)
@@ -333,6 +339,9 @@ class Recognizer:
                 raise ValueError(f"classifier {type(self.classifier).__name__} returned shape {probs.shape} for "
                                  f"{len(batch)} faces; expected ({len(batch)}, {k}) over {list(self.label_names)}")
             out.append(probs)
+        factor = self.preprocess.temperature_for(self.detector.name) / self.preprocess.temperature
+        if factor != 1.0:  # the temperature fitted end to end for this detector's faces (Preprocess.temperature_for)
+            out = [rescale_probs(p, factor) for p in out]
         if len(out) == 1:
             return out[0]
         return np.concatenate(out) if out else np.zeros((0, k), np.float32)
@@ -360,10 +369,12 @@ class Recognizer:
         for dets in detections:
             faces = []
             for det in dets:
-                p = probs[k]
+                p = {n: float(v) for n, v in zip(names, probs[k])}
+                q = face_quality(det, crops[k])
                 k += 1
-                faces.append(Face(box=tuple(int(v) for v in det.box), score=float(det.score), label=names[int(np.argmax(p))],
-                                  probs={n: float(v) for n, v in zip(names, p)}, landmarks=det.landmarks))
+                faces.append(Face(box=tuple(int(v) for v in det.box), score=float(det.score),
+                                  label=label_for(p, self.min_confidence), probs=p, landmarks=det.landmarks,
+                                  quality=q, low_quality=is_low_quality(q)))
             results.append(faces)
         return results
 

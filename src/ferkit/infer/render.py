@@ -23,6 +23,7 @@ EMOTION_COLOURS: dict[str, tuple[int, int, int]] = {
     "sad": (200, 120, 30),  # blue
     "surprise": (0, 140, 255),  # orange
     "neutral": (170, 170, 170),  # grey
+    "uncertain": (96, 96, 96),  # dark grey: below --min-confidence, no answer given
     "contempt": (60, 90, 140),  # brown
 }
 FONT = cv2.FONT_HERSHEY_SIMPLEX

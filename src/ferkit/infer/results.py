@@ -16,20 +16,38 @@ class Detection:
     landmarks: np.ndarray | None = None  # (5, 2) float: right eye, left eye, nose tip, mouth corners (YuNet order)
 
 
+UNCERTAIN = "uncertain"  # the label of a face whose top calibrated probability is below the asked minimum
+
+
+def label_for(probs: dict[str, float], min_confidence: float = 0.0) -> str:
+    """The label of a face: its most probable class, or :data:`UNCERTAIN` when that class's probability is
+    below ``min_confidence`` (the one rule, used by the Recognizer and by the tracker after smoothing)."""
+    best = max(probs, key=probs.__getitem__)
+    return UNCERTAIN if probs[best] < min_confidence else best
+
+
 @dataclass
 class Face:
     """One recognised face."""
 
     box: tuple[int, int, int, int]  # x, y, w, h in pixels of the original image
     score: float  # detector confidence
-    label: str  # most probable expression
-    probs: dict[str, float]  # expression -> probability, over the model's classes
+    label: str  # most probable expression, or "uncertain" (below the Recognizer's min_confidence)
+    probs: dict[str, float]  # expression -> calibrated probability, over the model's classes
     landmarks: np.ndarray | None = None
     track_id: int | None = None
+    quality: dict | None = None  # detector_score, size_px, blur, yaw_deg (ferkit.infer.quality.face_quality)
+    low_quality: bool | None = None  # quality below ferkit.infer.quality.LOW_QUALITY thresholds
 
     @property
     def confidence(self) -> float:
-        return self.probs[self.label]
+        """The top probability (also when the label is "uncertain")."""
+        return max(self.probs.values())
+
+    @property
+    def expression(self) -> str:
+        """The most probable class, even when the label says "uncertain"."""
+        return max(self.probs, key=self.probs.__getitem__)
 
     def to_dict(self) -> dict:
         return {
@@ -39,6 +57,8 @@ class Face:
             "label": self.label,
             "probs": {k: round(float(v), 5) for k, v in self.probs.items()},
             "landmarks": None if self.landmarks is None else np.round(self.landmarks, 1).tolist(),
+            "quality": self.quality,
+            "low_quality": self.low_quality,
         }
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from ferkit.infer.results import Detection, Face
+from ferkit.infer.results import Detection, Face, label_for
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +65,12 @@ class Tracker:
         closer than this many face sizes and the areas differ by less than 2x (fast motion).
     max_age: frames a track survives without a matching face (occlusion, a missed detection).
     smoothing: EMA weight of the past in [0, 1): ``p_smooth = a * p_smooth_prev + (1 - a) * p``;
-        0 or None switches smoothing off. The label is the argmax of the smoothed probabilities.
+        0 or None switches smoothing off. The label is the argmax of the smoothed probabilities, or
+        "uncertain" when their top one is below ``min_confidence`` (:func:`~ferkit.infer.results.label_for`).
     """
 
     def __init__(self, iou_threshold: float = 0.3, max_age: int = 15, smoothing: float | None = 0.6,
-                 max_centre_distance: float = 0.75):
+                 max_centre_distance: float = 0.75, min_confidence: float = 0.0):
         if smoothing is not None and not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1) (the weight of the past), or None to switch it off; got {smoothing}")
         if max_age < 0:
@@ -78,6 +79,7 @@ class Tracker:
         self.max_age = max_age
         self.smoothing = smoothing or None
         self.max_centre_distance = max_centre_distance
+        self.min_confidence = float(min_confidence)
         self.tracks: list[Track] = []
         self._next_id = 0
 
@@ -145,7 +147,7 @@ class Tracker:
         p = track.probs if self.smoothing else np.array([face.probs[k] for k in names])
         p = p / max(p.sum(), 1e-12)
         probs = {k: float(v) for k, v in zip(names, p)}
-        return replace(face, probs=probs, label=names[int(np.argmax(p))], track_id=track.track_id)
+        return replace(face, probs=probs, label=label_for(probs, self.min_confidence), track_id=track.track_id)
 
 
 class SceneCutDetector:

@@ -27,13 +27,15 @@ _LUMA = (0.299, 0.587, 0.114)
 
 @dataclass(frozen=True)
 class MemberInput:
-    """What one member expects: its input side, channels and normalisation, and its class names."""
+    """What one member expects: its input side, channels and normalisation, and its class names; and the
+    temperature its logits are divided by (its own calibration) before its probabilities join the mean."""
 
     input_size: int
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
     label_names: tuple[str, ...]
+    temperature: float = 1.0
 
 
 class Ensemble(nn.Module):
@@ -88,7 +90,7 @@ class Ensemble(nn.Module):
         pixels = x * self.std + self.mean
         total = None
         for i, (member, inp, w) in enumerate(zip(self.members, self.inputs, self.weights)):
-            p = F.softmax(member(self._member_input(pixels, inp)).float(), dim=1)
+            p = F.softmax(member(self._member_input(pixels, inp)).float() / inp.temperature, dim=1)
             p = p.index_select(1, getattr(self, f"pick{i}"))
             if len(inp.label_names) != len(self.label_names):  # classes the ensemble does not have: renormalise
                 p = p / p.sum(1, keepdim=True).clamp_min(1e-12)

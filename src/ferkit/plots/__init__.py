@@ -8,7 +8,8 @@ and no display is needed.
 from __future__ import annotations
 
 from ferkit.plots._mpl import pyplot
+from ferkit.plots.calibration import plot_coverage, plot_reliability
 from ferkit.plots.sweep import plot_sweep_bars, plot_sweep_curves
 from ferkit.plots.training import plot_class_counts, plot_confusion, plot_curves
 
-__all__ = ["plot_class_counts", "plot_confusion", "plot_curves", "plot_sweep_bars", "plot_sweep_curves", "pyplot"]
+__all__ = ["plot_class_counts", "plot_confusion", "plot_coverage", "plot_curves", "plot_reliability", "plot_sweep_bars", "plot_sweep_curves", "pyplot"]

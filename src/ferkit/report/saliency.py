@@ -151,7 +151,7 @@ def explain_images(
     x = pre.to_tensor(batch, device)  # (N, C, S, S), normalised
     model.eval()
     with torch.no_grad():
-        probs = F.softmax(model(x).float(), 1).cpu().numpy()
+        probs = pre.probs(model(x)).cpu().numpy()
     sal = vanilla_saliency(model, x, target)
     cam = grad_cam(model, x, target, layer)
     out = []

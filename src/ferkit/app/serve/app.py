@@ -63,6 +63,7 @@ def create_app(
     device: str = "auto",
     backend: str = "auto",
     min_face: int | None = None,
+    min_confidence: float = 0.0,
     max_batch: int = 64,
     max_wait_ms: float = 2.0,
     threads: int | None = None,
@@ -83,6 +84,7 @@ def create_app(
     max_upload_mb / max_video_mb: request-body limits for images (and live frames) and videos.
     max_pixels: largest width x height of an image or video frame, checked before decoding.
     min_face: the smallest face wanted, pixels of the input (None: 20); larger lets YuNet work on smaller copies.
+    min_confidence: a face whose top calibrated probability is below it is labelled "uncertain" (probabilities kept).
     max_batch / max_wait_ms: micro-batching of concurrent requests (see :class:`~ferkit.app.serve.batcher.MicroBatcher`).
     threads: CPU threads per model forward pass (None: PyTorch's default, all cores). On a machine whose cores
         are busy with other work, 1 avoids threads spinning while they wait for a core.
@@ -98,7 +100,8 @@ def create_app(
         raise ValueError(f"max_queue must be 0 or more, got {max_queue}")
     gate = AdmissionGate(default_max_decodes() if max_decodes is None else max_decodes, max_queue)
     hub = ModelHub(model, detector, yunet_path=yunet_path, device=device, backend=backend, max_batch=max_batch,
-                   max_wait_ms=max_wait_ms, threads=threads, min_face=min_face)
+                   max_wait_ms=max_wait_ms, threads=threads, min_face=min_face,
+                   min_confidence=min_confidence)
     if work_dir is not None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="ferkit-serve-", dir=work_dir))

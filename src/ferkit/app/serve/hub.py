@@ -84,11 +84,12 @@ class ModelHub:
 
     def __init__(self, models: str | Sequence[str] = "default", detector: str = "auto", yunet_path: str | Path | None = None,
                  device: str = "auto", backend: str = "auto", max_batch: int = 64, max_wait_ms: float = 2.0,
-                 threads: int | None = None, min_face: int | None = None):
+                 threads: int | None = None, min_face: int | None = None, min_confidence: float = 0.0):
         from ferkit.infer.detectors import create_detector, yunet_weights
 
         self.yunet_path = yunet_path
         self.min_face = min_face  # None: the detectors' default
+        self.min_confidence = float(min_confidence)  # below it a face is labelled "uncertain"
         first = create_detector(detector, yunet_path=yunet_path, min_face=self.min_face)
         self.default_detector = first.name
         names = {first.name, "haar"}
@@ -117,7 +118,8 @@ class ModelHub:
         set_threads()
         try:
             for name, spec in self.specs.items():
-                rec = Recognizer(model=spec, detector=first, device=device, backend=backend, threads=threads)
+                rec = Recognizer(model=spec, detector=first, device=device, backend=backend, threads=threads,
+                                 min_confidence=self.min_confidence)
                 self.recognizers[name] = rec
                 self.classifiers[name] = BatchedClassifier(rec.classifier, max_batch=max_batch, max_wait_ms=max_wait_ms,
                                                            name=f"batcher[{name}]", on_start=set_threads)
@@ -161,7 +163,7 @@ class ModelHub:
         """
         base = self.recognizers[model]
         return Recognizer(model=base.model_name, detector=detector, device=str(base.device), backend=base.backend,
-                          batch_size=base.batch_size, classifier=self.classifiers[model])
+                          batch_size=base.batch_size, classifier=self.classifiers[model], min_confidence=base.min_confidence)
 
     def recognize(self, image_bgr: np.ndarray, model: str, detector: str) -> list[Face]:
         """Faces of one BGR image, with a borrowed detector and the model's shared batcher."""

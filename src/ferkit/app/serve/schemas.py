@@ -12,13 +12,23 @@ class ErrorOut(BaseModel):
     error: str
 
 
+class QualityOut(BaseModel):
+    detector_score: float = Field(..., description="face-detector confidence")
+    size_px: int = Field(..., description="the face box's longer side, pixels")
+    blur: float = Field(..., description="variance of the Laplacian of the grey crop at 64 px (low: blurred or tiny)")
+    yaw_deg: float | None = Field(None, description="head turn from the landmarks, degrees (null without landmarks)")
+
+
 class FaceOut(BaseModel):
     track_id: int | None = Field(None, description="stable id across frames (video, live); null for photos")
     box: list[int] = Field(..., description="x, y, w, h in pixels of the image")
     score: float = Field(..., description="face-detector confidence")
-    label: str = Field(..., description="most probable expression")
-    probs: dict[str, float] = Field(..., description="expression -> probability")
+    label: str = Field(..., description="most probable expression, or 'uncertain' when its probability is below the "
+                                         "server's --min-confidence")
+    probs: dict[str, float] = Field(..., description="expression -> calibrated probability (also for 'uncertain')")
     landmarks: list[list[float]] | None = Field(None, description="5 (x, y) points: eyes, nose tip, mouth corners (YuNet)")
+    quality: QualityOut | None = Field(None, description="how usable the face is for expression recognition")
+    low_quality: bool | None = Field(None, description="any quality measure past its threshold (ferkit.infer.quality)")
 
 
 class PredictOut(BaseModel):

@@ -6,7 +6,9 @@
 const COLOURS = {  // the same palette as ferkit.infer.render (there in BGR)
   angry: "#dc2828", disgust: "#288c28", fear: "#963ca0", happy: "#ffd200", sad: "#1e78c8",
   surprise: "#ff8c00", neutral: "#aaaaaa", contempt: "#8c5a3c",
+  uncertain: "#606060",  // below the server's --min-confidence: no answer given (dashed box, "?" tag)
 };
+const UNCERTAIN = "uncertain";
 
 function colour(name) {
   if (COLOURS[name]) return COLOURS[name];
@@ -89,8 +91,23 @@ function faceName(face, index) {
   return face.track_id === null || face.track_id === undefined ? `${index + 1}` : `#${face.track_id}`;
 }
 
+// The top probability and its class (also when the label is "uncertain", whose probabilities are still given).
+function topClass(face) {
+  let best = null;
+  for (const [k, p] of Object.entries(face.probs)) if (best === null || p > face.probs[best]) best = k;
+  return best;
+}
+
+function faceText(face) {
+  const top = topClass(face);
+  const q = face.low_quality ? ", low quality" : "";
+  return face.label === UNCERTAIN ? `uncertain (${top}? ${pct(face.probs[top])}${q})` : `${face.label} ${pct(face.probs[top])}${q}`;
+}
+
 function faceTag(face, index) {
-  return `${faceName(face, index)} ${face.label} ${pct(face.probs[face.label])}`;
+  const top = topClass(face);
+  const what = face.label === UNCERTAIN ? `? ${pct(face.probs[top])}` : `${face.label} ${pct(face.probs[top])}`;
+  return `${faceName(face, index)} ${what}${face.low_quality ? " !" : ""}`;
 }
 
 function leftToRight(faces) {  // the order of the numbers on boxes and cards
@@ -115,14 +132,16 @@ function drawFaces(ctx, faces, width, highlight = null) {
     }
     ctx.strokeStyle = c;
     ctx.lineWidth = (i === highlight ? 4 : 2) * s;
+    ctx.setLineDash(f.label === UNCERTAIN ? [8 * s, 5 * s] : []);
     ctx.strokeRect(x, y, w, h);
+    ctx.setLineDash([]);
     const tag = faceTag(f, i);
     tags.push(tag);
     const tw = ctx.measureText(tag).width + 8 * s, th = 20 * s;
     const ty = y - th >= 0 ? y - th : y;
     ctx.fillStyle = c;
     ctx.fillRect(x, ty, tw, th);
-    ctx.fillStyle = ["happy", "neutral", "surprise"].includes(f.label) ? "#000" : "#fff";
+    ctx.fillStyle = ["happy", "neutral", "surprise"].includes(f.label) ? "#000" : "#fff";  // uncertain: white on grey
     ctx.fillText(tag, x + 4 * s, ty + 3 * s);
   });
   ctx.restore();
@@ -144,10 +163,18 @@ function faceCard(face, index) {
   sw.className = "swatch";
   sw.style.background = colour(face.label);
   const name = face.track_id === null || face.track_id === undefined ? `Face ${index + 1}` : `Track #${face.track_id}`;
-  title.append(number, sw, `${face.label} ${pct(face.probs[face.label])}`);
+  title.append(number, sw, faceText(face));
   title.title = name;
-  card.setAttribute("aria-label", `${name}: ${face.label} ${pct(face.probs[face.label])}`);
+  if (face.label === UNCERTAIN) card.classList.add("uncertain");
+  card.setAttribute("aria-label", `${name}: ${faceText(face)}`);
   card.append(title);
+  if (face.quality) {
+    const q = document.createElement("div");
+    q.className = "face-quality" + (face.low_quality ? " low" : "");
+    const yaw = face.quality.yaw_deg === null ? "" : `, turned ${Math.round(Math.abs(face.quality.yaw_deg))}°`;
+    q.textContent = `${face.low_quality ? "low quality: " : ""}${face.quality.size_px} px, sharpness ${Math.round(face.quality.blur)}${yaw}`;
+    card.append(q);
+  }
   for (const [label, p] of Object.entries(face.probs)) {
     const row = document.createElement("div");
     row.className = "bar-row";
@@ -174,10 +201,10 @@ function showFaceCards(container, faces) {
 
 function facesCsv(rows) {  // rows: [{frame?, time_s?, face}]; "face" is the number on the face's box and card
   const labels = rows.length ? Object.keys(rows[0].face.probs) : [];
-  const lines = [["frame", "time_s", "face", "track_id", "x", "y", "w", "h", "score", "label", ...labels].join(",")];
+  const lines = [["frame", "time_s", "face", "track_id", "x", "y", "w", "h", "score", "label", "low_quality", ...labels].join(",")];
   rows.forEach((r, i) => {
     const f = r.face;
-    lines.push([r.frame ?? 0, r.time_s ?? 0, i + 1, f.track_id ?? "", ...f.box, f.score, f.label,
+    lines.push([r.frame ?? 0, r.time_s ?? 0, i + 1, f.track_id ?? "", ...f.box, f.score, f.label, f.low_quality ?? "",
       ...labels.map((k) => f.probs[k])].join(","));
   });
   return lines.join("\n") + "\n";

@@ -44,7 +44,7 @@ async def live(ws: WebSocket, hub: Hub, gate: Gate, limits: UploadLimits, key: K
         return
     except WebSocketDisconnect:
         return
-    tracker = Tracker(max_age=10, smoothing=smooth or None)
+    tracker = Tracker(max_age=10, smoothing=smooth or None, min_confidence=hub.min_confidence)
     det = hub.new_detector(det_name)  # this connection's own: frames of one connection come one at a time
     rec = hub.recognizer(model_name, det)
     n = 0
