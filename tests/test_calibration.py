@@ -149,7 +149,7 @@ def test_uncertain_in_cli_output_and_low_quality_on_a_blurred_photo(tmp_path):
         by.setdefault(x["source"].rsplit("/", 1)[-1], []).append(x)
     assert by["sharp.jpg"] and not any(x["low_quality"] for x in by["sharp.jpg"])
     assert by["blurred.jpg"] and all(x["low_quality"] for x in by["blurred.jpg"])
-    assert all(x["quality"]["blur"] < 60 for x in by["blurred.jpg"])
+    assert all(x["quality"]["blur"] < 50 for x in by["blurred.jpg"])
     r = ferkit("predict", str(src / "sharp.jpg"), "--out", str(tmp_path / "out0"), "--threads", "1")
     recs0 = [json.loads(line) for line in (tmp_path / "out0" / "results.jsonl").read_text().splitlines()]
     assert "uncertain" not in {x["label"] for x in recs0}  # without the option every face is answered

@@ -70,16 +70,17 @@ def test_run_report_is_one_offline_file_that_renders(runs, browser, tmp_path, ca
     page = run / "report.html"
     assert f"wrote {page}" in capsys.readouterr().out
     text = page.read_text()
-    assert len(_self_contained(text)) == 3
-    for heading in ("Learning curves", "Evaluation: test (FER2013 PrivateTest)", "Per class", "What the model looks at",
-                    "Resolved config", "Environment"):
+    assert len(_self_contained(text)) == 4
+    assert 'name="viewport"' in text  # lays out at the phone's width
+    for heading in ("Learning curves", "Evaluation: test (FER2013 PrivateTest)", "Per class", "Calibration", "ECE (15 bins)",
+                    "With --min-confidence P", "What the model looks at", "Resolved config", "Environment"):
         assert heading in text, heading
     for fact in ("model: lenet", "epochs: 2", "python", "torch", "cpu", "ferkit"):
         assert fact in text, fact
     assert (run / "eval_test" / "metrics.json").is_file()  # no evaluation existed: made now, kept for next time
 
     imgs = _open(browser, page, tmp_path / "run_report.png")
-    assert [i["alt"] for i in imgs] == ["learning curves", "confusion matrix", "saliency grid"]
+    assert [i["alt"] for i in imgs] == ["learning curves", "confusion matrix", "reliability diagram", "saliency grid"]
     assert all(i["ok"] and i["w"] > 0 and i["h"] > 0 for i in imgs), imgs
 
     # a second report re-uses that evaluation
@@ -107,7 +108,7 @@ def test_run_report_labels_each_figure_with_the_images_it_shows(runs, tmp_path, 
             f"accuracy on them {100 * gal['accuracy']:.2f}% (the evaluation above: 140 images, "
             f"{100 * ev['accuracy']:.2f}%)") in text
     assert "saliency: 8 of the 140 test (FER2013 PrivateTest) images (one per class in turn, seed 0)" in text
-    assert len(_self_contained(text)) == 6  # curves, confusion matrix, saliency grid and the three galleries
+    assert len(_self_contained(text)) == 7  # curves, confusion matrix, reliability, saliency grid and the three galleries
     # a class the model never predicts (a 2-epoch LeNet on 140 images leaves some out) is called out, page and log
     assert ev["never_predicted"]
     note = f"the model never predicts {', '.join(ev['never_predicted'])} on these images (F1 = 0)"

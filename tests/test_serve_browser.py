@@ -435,3 +435,46 @@ def test_annotated_video_plays_in_the_browser(browser, base_url, tmp_path):
     assert error is None and browser.execute_script("return window.playError || null") is None
     assert current > 0.4
     assert browser.execute_script("return document.getElementById('annotated-test').videoWidth") == 640
+
+
+@pytest.fixture(scope="module")
+def uncertain_url():
+    """A second server that answers 'uncertain' below 50 % (ferkit serve --min-confidence 0.5)."""
+    from ferkit.app.serve import create_app
+
+    app = create_app(model="default", detector="yunet", yunet_path=YUNET, device="cpu", min_confidence=0.5)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    t0 = time.time()
+    while not server.started:
+        if time.time() - t0 > 30 or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(timeout=15)
+
+
+def test_an_uncertain_face_is_shown_plainly_in_grey(browser, uncertain_url):
+    """Below the server's --min-confidence a face reads 'uncertain' on its card (grey, italic) and its box tag
+    ('?'), with the most probable class and its probability still shown; answered faces keep their colour."""
+    files = {"file": ("two_people.jpg", (PHOTOS / "two_people.jpg").read_bytes(), "image/jpeg")}
+    faces = httpx.post(f"{uncertain_url}v1/predict", files=files, timeout=60).json()["faces"]
+    assert "uncertain" in {f["label"] for f in faces}  # the left face's top probability is about a third
+    browser.get(uncertain_url)
+    WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#model-select option"))
+    browser.find_element(By.ID, "photo-input").send_keys(str(PHOTOS / "two_people.jpg"))
+    WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "photo-result").get_attribute("data-count"))
+    cards = browser.find_elements(By.CSS_SELECTOR, "#photo-faces .face-card")
+    unsure = [c for c in cards if c.get_attribute("data-label") == "uncertain"]
+    assert unsure and all("uncertain" in c.get_attribute("class") for c in unsure)
+    title = unsure[0].find_element(By.CSS_SELECTOR, ".face-title")
+    assert "uncertain (" in title.text and "?" in title.text  # e.g. "1 uncertain (neutral? 34%)"
+    colour = browser.execute_script("return getComputedStyle(arguments[0]).color", title)
+    r, g, b = (int(v) for v in colour[colour.index("(") + 1 : colour.index(")")].split(",")[:3])
+    assert r == g == b and r < 140  # grey
+    tags = browser.find_element(By.ID, "photo-canvas").get_attribute("data-tags").split("|")
+    assert any(" ? " in f" {t} " for t in tags)
+    assert all(len(c.find_elements(By.CSS_SELECTOR, ".bar-row")) == 7 for c in cards)  # probabilities still shown

@@ -20,9 +20,9 @@ BLUR_SIDE = 64  # the crop is measured at this side, so sharpness compares acros
 # A face is low quality when any measure is past its threshold (chosen on SFEW-dev: docs/calibration.md).
 LOW_QUALITY = {
     "min_size_px": 40,  # the box's longer side, in pixels of the image
-    "min_blur": 60.0,  # variance of the Laplacian of the grey crop at BLUR_SIDE px
-    "max_abs_yaw_deg": 35.0,  # head turned further than this (from YuNet's landmarks)
-    "min_detector_score": 0.75,
+    "min_blur": 50.0,  # variance of the Laplacian of the grey crop at BLUR_SIDE px
+    "max_abs_yaw_deg": 30.0,  # head turned further than this (from YuNet's landmarks)
+    "min_detector_score": 0.85,
 }
 
 

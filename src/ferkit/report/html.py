@@ -121,7 +121,7 @@ def _env_section() -> str:
 
 
 def _page(title: str, subtitle: str, body: list[str]) -> str:
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
             f"<h1>{html.escape(title)}</h1><p class=\"sub\">{html.escape(subtitle)}</p>\n" + "\n".join(body) + "\n</body></html>\n")
 
@@ -193,7 +193,7 @@ def run_report(run_dir: str | Path, data: str | None = None, split: str = "test"
     """The HTML text of a run folder's report (evaluates the split first when no evaluation of it exists)."""
     from ferkit.data.dataset import canonical_split
     from ferkit.metrics import never_predicted, never_predicted_note
-    from ferkit.plots import plot_confusion, plot_curves
+    from ferkit.plots import plot_confusion, plot_curves, plot_reliability
 
     run = Path(run_dir)
     split = canonical_split(split, allow_all=True)
@@ -263,6 +263,18 @@ def run_report(run_dir: str | Path, data: str | None = None, split: str = "test"
                 for name, c in ev["per_class"].items()]
         body.append('<div class="figs"><div>' + _img(cm_png, "confusion matrix") + "</div><div><h3>Per class</h3>"
                     + _table(["class", "precision", "recall", "F1", "support"], rows) + "</div></div>")
+        cal = ev.get("calibration")  # absent in evaluations written before calibration was measured
+        if cal:
+            rel_png = _fig_bytes(lambda b: plot_reliability(cal["reliability"], b, f"ECE {cal['ece']:.3f}"))
+            cov = [[f"{r['threshold']:.1f}", _pct(r["coverage"]), "—" if r["accuracy"] != r["accuracy"] else _pct(r["accuracy"])]
+                   for r in cal["coverage"]]
+            body.append("<h3>Calibration</h3>"
+                        f"<p>Temperature {ev.get('temperature', 1.0):.3f}. ECE (15 bins) <b>{cal['ece']:.3f}</b>, Brier "
+                        f"{cal['brier']:.3f}, NLL {cal['nll']:.3f}, mean confidence {_pct(cal['mean_confidence'])}; accuracy on "
+                        f"the most confident half {_pct(cal['accuracy_most_confident_50'])}.</p>"
+                        '<div class="figs"><div>' + _img(rel_png, "reliability diagram") + "</div><div>"
+                        "<h3>With --min-confidence P</h3>"
+                        + _table(["P", "answered", "accuracy on answered"], cov) + "</div></div>")
         if ev.get("_dir"):
             body.append(f'<p class="note">evaluation files: {html.escape(ev["_dir"])}</p>')
     else:
