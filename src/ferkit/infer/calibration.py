@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ferkit.engine.checkpoint import export_weights, load_checkpoint
 from ferkit.engine.evaluate import SplitPredictions, predict_split
@@ -79,5 +80,6 @@ def save_calibrated(model_spec: str, fit: dict, out: str | Path) -> Path:
     Preprocess.from_dict(pre.to_dict())  # the range check
     ckpt["preprocess"] = pre.to_dict()
     record = {**(ckpt.get("calibration") or {}), det or "crops": dict(fit)}
-    export_weights(ckpt, out, extra={"calibration": record})
+    half = any(v.dtype == torch.float16 for v in ckpt["state_dict"].values())  # a file shipped in float16 stays so
+    export_weights(ckpt, out, half=half, extra={"calibration": record})
     return Path(out)

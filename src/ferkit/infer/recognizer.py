@@ -45,7 +45,7 @@ BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 TTA_MODES = ("none", "flip")
 ONNX_CACHE_VERSION = 1  # bump when export_onnx changes what it writes
 # The shipped models quantized to int8 (``ferkit export --int8``; the model cards have the commands).
-SHIPPED_INT8 = {name: path.with_name(f"{name}_int8.onnx") for name, path in SHIPPED_MODELS.items()}
+SHIPPED_INT8 = {name: path.with_name(f"{path.stem}_int8.onnx") for name, path in SHIPPED_MODELS.items()}
 DEFAULT_INT8 = SHIPPED_INT8["default"]
 
 
