@@ -38,7 +38,13 @@ class ImageReadError(ValueError):
 
 
 class ImageTooLargeError(ImageReadError):
-    """An image whose header declares more pixels than the limit (checked before decoding)."""
+    """An image, or a video's frames, whose header declares more pixels than the limit (checked before decoding).
+    ``size`` is (width, height) where the header gave it (None when only a count is known), ``pixels`` and
+    ``limit`` the counts."""
+
+    def __init__(self, message: str, size: tuple[int, int] | None = None, pixels: int = 0, limit: int = 0):
+        super().__init__(message)
+        self.size, self.pixels, self.limit = size, pixels, limit
 
 
 def current_max_pixels() -> int:
@@ -125,14 +131,20 @@ def _declared_size(data: np.ndarray) -> tuple[int, int] | int | None:
         return None
 
 
-def _check_pixels(path: Path, size: tuple[int, int] | int | None, limit: int) -> None:
+def check_pixels(path: str | Path, size: tuple[int, int] | int | None, limit: int | None = None,
+                 what: str = "a very large image") -> None:
+    """Raise :class:`ImageTooLargeError` naming ``path`` when ``size`` ((width, height) or a pixel count, None:
+    unknown) is over ``limit`` (None: :func:`current_max_pixels`); ``what`` says in the message what else it
+    may be ("very large video frames"). The one pixel-limit rule of images and of every frame source."""
     if size is None:
         return
+    limit = current_max_pixels() if limit is None else limit
     pixels = size if isinstance(size, int) else size[0] * size[1]
     if pixels > limit:
         shown = f"{pixels:,} pixels" if isinstance(size, int) else f"{size[0]}x{size[1]} = {pixels:,} pixels"
-        raise ImageTooLargeError(f"{path}: {shown}, more than the limit of {limit:,} (a decompression bomb, or a very "
-                                 f"large image: raise the limit with ${MAX_PIXELS_ENV} or --max-pixels)")
+        raise ImageTooLargeError(f"{path}: {shown}, more than the limit of {limit:,} (a decompression bomb, or "
+                                 f"{what}: raise the limit with ${MAX_PIXELS_ENV} or --max-pixels)",
+                                 None if isinstance(size, int) else (int(size[0]), int(size[1])), pixels, limit)
 
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
@@ -231,7 +243,7 @@ def _decode(path: str | Path, limit: int | None = None) -> np.ndarray:
     path = Path(path)
     data = np.frombuffer(_read_bytes(path), dtype=np.uint8)
     limit = current_max_pixels() if limit is None else limit
-    _check_pixels(path, _declared_size(data), limit)
+    check_pixels(path, _declared_size(data), limit)
     try:
         # ANYDEPTH keeps 16-bit, ANYCOLOR keeps grey as grey; unlike UNCHANGED, both honour EXIF rotation.
         img = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
@@ -240,7 +252,7 @@ def _decode(path: str | Path, limit: int | None = None) -> np.ndarray:
         raise ImageReadError(f"{path}: not a readable image (OpenCV: {reason})") from None
     if img is None:
         raise ImageReadError(f"{path}: not a readable image (OpenCV could not decode it)")
-    _check_pixels(path, (img.shape[1], img.shape[0]), limit)  # a format Pillow does not read, or a header that lied
+    check_pixels(path, (img.shape[1], img.shape[0]), limit)  # a format Pillow does not read, or a header that lied
     return img
 
 

@@ -8,10 +8,13 @@ Each sub-command lives in its own module ``ferkit.app.cmd_<name>`` exposing
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import logging
+import signal
 import sys
+import threading
 
 from ferkit.errors import UsageError
 
@@ -78,6 +81,33 @@ def _describe(exc: BaseException) -> str:
     return str(exc)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what ``timeout``, Docker and systemd send), raised in the main thread as Ctrl-C's KeyboardInterrupt
+    is: a command stops the same way, finishing or removing what it was writing."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While a command runs, SIGTERM raises :class:`Terminated`. Main thread only (Python's rule for handlers);
+    the handler in place before is put back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -87,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s" if level > logging.INFO else "%(message)s")
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except (ValueError, OSError, UsageError) as exc:
         # Mistakes the user can fix: one clear line, no traceback (use -v for one). OSError too: a folder that
         # cannot be written, a full disk, a path through a file are the user's to fix. Anything else is a bug
@@ -96,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"ferkit {args.command}: error: {_describe(exc)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, Terminated):
+            print("terminated", file=sys.stderr)
+            return 128 + exc.signum
         print("interrupted", file=sys.stderr)
         return 130
 

@@ -76,8 +76,9 @@ def register(sub, formatter) -> None:
     smooth.add_argument("--no-smooth", action="store_true", help="videos: no temporal smoothing")
     p.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after N frames (videos, cameras, streams)")
     p.add_argument("--max-pixels", type=positive_int, metavar="N",
-                   help="largest width x height of an image decoded; a larger file is refused (in a folder: reported "
-                        "and skipped) before decoding (default: $FERKIT_MAX_PIXELS, else 100000000)")
+                   help="largest width x height of an image or video frame decoded; a larger file is refused (in a "
+                        "folder: reported and skipped) from its header, before decoding (default: $FERKIT_MAX_PIXELS, "
+                        "else 100000000)")
     p.add_argument("--no-annotate", action="store_true",
                    help="write results.jsonl (and timeline) only, no annotated images or video")
     p.add_argument("--show", action="store_true", help="open a live window (needs a display and OpenCV with GUI support)")
@@ -261,7 +262,7 @@ def run(args) -> int:
 
 def _run_local(args) -> int:
     from ferkit.imageio import pixel_limit
-    from ferkit.infer.pipeline import display_available, run_predict
+    from ferkit.infer.pipeline import SUMMARY_NAME, display_available, run_predict
     from ferkit.infer.recognizer import Recognizer
     from ferkit.infer.sources import open_source
 
@@ -302,10 +303,13 @@ def _run_local(args) -> int:
                     smooth=None if args.no_smooth else args.smooth, max_frames=args.max_frames,
                     annotate=not args.no_annotate, show=show, overwrite=args.overwrite, on_frame=report,
                 )
-            except BaseException:
+            except BaseException as exc:
                 for d in made:  # a numbered folder made for this run, still empty: leave no trace
                     if d.is_dir() and not any(d.iterdir()):
                         d.rmdir()
+                if isinstance(exc, KeyboardInterrupt) and (out / SUMMARY_NAME).is_file():  # Ctrl-C or SIGTERM
+                    print(f"stopped after {report.done} {unit}(s); the results up to there are saved in {out}",
+                          file=human, flush=True)
                 raise
             finally:
                 report.close()

@@ -105,6 +105,5 @@ def run(args) -> int:
     print(f"ferkit serve: open http://{shown}:{args.port}/  (API docs at /docs; stop with Ctrl-C)", flush=True)
     level = logging.getLogger().getEffectiveLevel()
     uvicorn.run(app, host=args.host, port=args.port, log_level="info" if level <= logging.INFO else "warning",
-                # One live frame per WebSocket message: allow the image upload limit, plus framing.
-                ws_max_size=int(lim["max_upload_mb"] * 1e6) + 1024)
+                ws_max_size=app.state.upload_limits.ws_max_size)
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,7 +162,8 @@ def evaluate_sets(model_spec: str, sets: list[EvalSet], split: str = "test", tta
 
 
 def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name).strip("-").lower() or "data"
+    """A folder name for a dataset's name: "fer2013 (FER+ labels)" -> "fer2013-fer-labels"."""
+    return re.sub(r"-+", "-", "".join(c if c.isalnum() or c in "-_" else "-" for c in name)).strip("-").lower() or "data"
 
 
 def table_row(r: dict) -> dict:

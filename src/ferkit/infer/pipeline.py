@@ -227,8 +227,10 @@ def run_predict(
     (mean probability per emotion over time). Refuses a folder that holds an
     earlier run's results unless ``overwrite``, and one inside a source folder; input files are never overwritten.
     ``recognizer``: a ready Recognizer, else one is built from model/detector/backend/device/threads/min_face.
-    ``on_frame`` is called after each frame (the CLI's progress bar). Ctrl-C stops
-    a stream cleanly: outputs are finished and the summary says ``interrupted``.
+    ``on_frame`` is called after each frame (the CLI's progress bar). Ctrl-C (a KeyboardInterrupt; the CLI
+    turns SIGTERM into one too) stops cleanly: the outputs up to the last frame are finished (a playable video,
+    the timeline and its plot) and summary.json says ``interrupted``. A camera or stream, which only stops
+    that way, then returns the summary; a file or folder, left unfinished, raises the KeyboardInterrupt again.
     """
     out = Path(out_dir)
     src = source if isinstance(source, Source) else open_source(source, exclude=[out])
@@ -254,7 +256,7 @@ def run_predict(
     timeline = TimelineWriter(out / TIMELINE_CSV, recognizer.label_names) if src.is_video else None
     video: VideoWriter | None = None
     frames = faces = 0
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
     t0 = time.perf_counter()
     try:
         # Still images one at a time, so each one's time (the CLI's line per image) is its own; grouping them
@@ -282,10 +284,8 @@ def run_predict(
                     break
             if on_frame is not None:
                 on_frame(result)
-    except KeyboardInterrupt:
-        if not src.is_live:
-            raise
-        interrupted = True
+    except KeyboardInterrupt as exc:
+        interrupted = exc
         log.info("interrupted: finishing the outputs")
     finally:
         jsonl.close()
@@ -320,10 +320,12 @@ def run_predict(
         "detect_every": detect_every,
         "track": bool(track and src.is_video),
         "smooth": smooth if track and src.is_video else None,
-        "interrupted": interrupted,
+        "interrupted": interrupted is not None,
         "files": files,
     }
     files["summary"] = str(out / SUMMARY_NAME)
     with open(out / SUMMARY_NAME, "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=2)
+    if interrupted is not None and not src.is_live:
+        raise interrupted  # the outputs are complete up to here; the caller still learns the run was cut short
     return summary

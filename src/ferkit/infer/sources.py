@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from ferkit.errors import UsageError
-from ferkit.imageio import IMAGE_EXTENSIONS, ImageReadError, is_image_file, read_bgr
+from ferkit.imageio import IMAGE_EXTENSIONS, ImageReadError, check_pixels, current_max_pixels, is_image_file, read_bgr
 
 log = logging.getLogger(__name__)
 
@@ -226,26 +226,59 @@ def _list_images(root: Path, exclude: list[Path]) -> list[Path]:
     return list_files(root, lambda n: is_image_file(n) and not n.startswith("."), exclude)
 
 
+FRAMES_TOO_LARGE = "very large video frames"  # what an over-limit frame size may be, in the pixel-limit message
+
+
+def declared_video_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of the largest video stream of a file, as its header states it; nothing is decoded.
+
+    FFmpeg's stream probe (behind cv2.VideoCapture and a plain ``av.open``) decodes a first frame of most codecs
+    to complete the stream's parameters: 370 MB for a 12000x12000 H.264 frame. Here frame decoding is switched
+    off (``skip_frame=all``), so the size comes from the container and the codec headers alone (a GIF's logical
+    screen, an MP4's sample description, an H.264 stream's SPS). None when PyAV reads no video stream (OpenCV
+    then decides, and its size is checked before the first frame is read).
+    """
+    import av
+
+    try:
+        with av.open(str(path), options={"skip_frame": "all"}) as container:
+            sizes = [(s.codec_context.width, s.codec_context.height) for s in container.streams.video]
+    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError):
+        return None
+    sizes = [(w, h) for w, h in sizes if w > 0 and h > 0]
+    return max(sizes, key=lambda wh: wh[0] * wh[1]) if sizes else None
+
+
 class _CaptureSource(Source):
     """Shared reading loop of video files, webcams and streams (cv2.VideoCapture)."""
 
+    max_pixels: int | None = None  # the pixel limit of each frame, fixed when the source is opened
+
     def _describe(self, cap: cv2.VideoCapture) -> None:
+        """fps and size from the capture's probe; a size over :attr:`max_pixels` is refused before any frame is read."""
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 0 < fps < 1000 else None
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self.size = (w, h) if w > 0 and h > 0 else None
+        check_pixels(self.name, self.size, self.max_pixels, FRAMES_TOO_LARGE)
 
 
 class VideoSource(_CaptureSource):
-    """A video file. Timestamps come from the container (CAP_PROP_POS_MSEC), else index / fps."""
+    """A video file (or an animated GIF). Timestamps come from the container (CAP_PROP_POS_MSEC), else index / fps.
+
+    Frames over ``max_pixels`` (None: :func:`~ferkit.imageio.current_max_pixels`, the limit of still images) are
+    refused from the file's header, before a frame is decoded, with :class:`~ferkit.imageio.ImageTooLargeError`.
+    """
 
     kind = "video"
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, max_pixels: int | None = None):
         self.path = path
         self.name = str(path)
+        self.max_pixels = current_max_pixels() if max_pixels is None else max_pixels
         if path.stat().st_size == 0:
             raise ValueError(f"{path}: empty file (0 bytes); expected a video")
+        check_pixels(path, declared_video_size(path), self.max_pixels, FRAMES_TOO_LARGE)
         cap = cv2.VideoCapture(str(path))
         try:
             if not cap.isOpened():
@@ -256,8 +289,9 @@ class VideoSource(_CaptureSource):
             ok, first = cap.read()
             if not ok or first is None:
                 raise ValueError(f"{path}: the video has no frames")
-            if self.size is None:
+            if self.size is None:  # a capture that stated no size: its first frame tells (OpenCV scales all to it)
                 self.size = (first.shape[1], first.shape[0])
+                check_pixels(path, self.size, self.max_pixels, FRAMES_TOO_LARGE)
         finally:
             cap.release()
 
@@ -295,6 +329,7 @@ class LiveSource(_CaptureSource):
         self.target = target
         self.kind = "webcam" if isinstance(target, int) else "stream"
         self.name = f"webcam:{target}" if isinstance(target, int) else str(target)
+        self.max_pixels = current_max_pixels()
         with _quiet_opencv():
             cap = cv2.VideoCapture(target)
         if not cap.isOpened():
@@ -304,7 +339,11 @@ class LiveSource(_CaptureSource):
                                  "is a camera connected and free, and is this process allowed to use it?)")
             raise UsageError(f"{target}: cannot open the stream (check the URL, the network and the codec)")
         self._cap: cv2.VideoCapture | None = cap
-        self._describe(cap)
+        try:
+            self._describe(cap)
+        except ImageReadError:
+            self.close()
+            raise
 
     def __iter__(self) -> Iterator[Frame]:
         cap = self._cap
@@ -357,7 +396,8 @@ def open_source(spec: str | int | Path, exclude: list[str | Path] | None = None)
 
     ``exclude`` lists folders to leave out of a folder source (e.g. the output folder).
     Raises FileNotFoundError for a path that does not exist, ValueError for an
-    unreadable image, an empty folder or a video with no frames, :class:`~ferkit.errors.UsageError`
+    unreadable image, an empty folder or a video with no frames (and :class:`~ferkit.imageio.ImageTooLargeError`,
+    a ValueError, for an image or video frames over the pixel limit), :class:`~ferkit.errors.UsageError`
     (a RuntimeError) for a camera or stream that cannot be opened.
     """
     if isinstance(spec, bool):

@@ -36,6 +36,10 @@ class _Cancelled(Exception):
     pass
 
 
+class _TooLong(Exception):
+    """A video found longer than the server's limit while it is decoded (its container stated no duration, or a wrong one)."""
+
+
 @dataclass
 class VideoJob:
     """One uploaded video and its recognition, run in the background."""
@@ -102,6 +106,7 @@ class VideoJobs:
 
         ``options``: ``detect_every`` and ``smooth``, as :func:`~ferkit.infer.pipeline.run_predict` takes them.
         """
+        from ferkit.imageio import ImageTooLargeError
         from ferkit.infer.sources import VideoSource
 
         max_pixels, max_seconds = self.limits.max_pixels, self.limits.max_video_seconds
@@ -129,13 +134,16 @@ class VideoJobs:
                 fh.write(head)
                 shutil.copyfileobj(upload, fh, 1 << 20)
             try:
-                src = VideoSource(path)  # opens and decodes the first frame: content decides, not the name
+                # The frame size is checked from the header, before anything is decoded; then the first frame is
+                # decoded: content decides, not the name.
+                src = VideoSource(path, max_pixels=max_pixels)
+            except ImageTooLargeError as exc:
+                shown = f"{exc.size[0]}x{exc.size[1]} frames = " if exc.size else ""
+                raise ApiError(413, f"video refused: {shown}{exc.pixels:,} pixels, the limit is {max_pixels:,}") from exc
             except (ValueError, OSError) as exc:
                 raise ApiError(422, "the upload is not a readable video (OpenCV could not decode a frame); "
                                     f"expected a video file ({VIDEO_FORMATS})") from exc
             w, h = src.size or (0, 0)
-            if w * h > max_pixels:
-                raise ApiError(413, f"video refused: {w}x{h} frames = {w * h:,} pixels, the limit is {max_pixels:,}")
             if src.frame_count and src.fps and src.frame_count / src.fps > max_seconds:
                 raise ApiError(413, f"video refused: {src.frame_count / src.fps:.0f} s long, the limit is {max_seconds:.0f} s")
         except BaseException:
@@ -212,16 +220,24 @@ class VideoJobs:
                 shutil.rmtree(job.dir, ignore_errors=True)
 
     def _run(self, job: VideoJob) -> None:
-        from ferkit.infer.pipeline import run_predict
+        from ferkit.infer.pipeline import FALLBACK_FPS, run_predict
 
         job.status = "running"
         rec = self.hub.recognizer(job.model, self.hub.new_detector(job.detector))
         frames_path = job.out / "frames.jsonl"
         job.out.mkdir(parents=True, exist_ok=True)
+        max_seconds, fps = self.limits.max_video_seconds, job.fps or FALLBACK_FPS
         try:
             with open(frames_path, "w", encoding="utf-8") as frames:
 
                 def on_frame(result) -> None:
+                    # The length checked at upload is what the container states; a raw stream (.h264) states none,
+                    # and a container may understate it. So the frames are counted as they are decoded, too.
+                    seconds = max(result.time_s, (job.frames_done + 1) / fps)
+                    if seconds > max_seconds:
+                        raise _TooLong(f"video refused: longer than the limit of {max_seconds:g} s (stopped at frame "
+                                       f"{result.frame}, {seconds:.2f} s in; its container stated no length or a "
+                                       "shorter one); send a shorter video")
                     frames.write(json.dumps({"frame": result.frame, "time_s": round(result.time_s, 4),
                                              "faces": [f.to_dict() for f in result.faces]}) + "\n")
                     job.frames_done += 1
@@ -236,6 +252,9 @@ class VideoJobs:
             log.info("video job %s done: %d frames in %.1f s", job.id, job.frames_done, job.summary.get("seconds", 0))
         except _Cancelled:
             job.status = "cancelled"
+        except _TooLong as exc:
+            log.warning("video job %s: %s", job.id, exc)
+            job.status, job.error = "failed", str(exc)
         except Exception as exc:  # the job fails, the server lives on
             log.exception("video job %s failed", job.id)
             # The message may name files of the job folder: show the client no server path.

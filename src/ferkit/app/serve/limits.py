@@ -67,6 +67,13 @@ class Limits:
     def video_bytes(self) -> int:
         return int(self.max_video_mb * 1e6)
 
+    @property
+    def ws_max_size(self) -> int:
+        """The largest WebSocket message the server takes in (uvicorn's ``ws_max_size``): twice a live frame's limit,
+        so that a frame over :attr:`image_bytes` reaches ``/v1/live`` and is answered there (413, then close 1009);
+        only a message past this is cut off by the protocol layer with a bare close 1009."""
+        return 2 * self.image_bytes + 64 * 1024  # + framing and a text message's JSON
+
     def body_limit(self, method: str, path: str) -> int:
         """The most bytes a request body to ``path`` may have (for :class:`BodyLimit`)."""
         if path.rstrip("/") == "/v1/videos" and method == "POST":

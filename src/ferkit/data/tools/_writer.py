@@ -33,6 +33,33 @@ def check_output(out: Path, inputs: Sequence[Path]) -> Path:
     return out
 
 
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):  # another user's process; or not a pid at all
+        return pid > 0
+    return True
+
+
+def _remove_dead_partials(out: Path) -> None:
+    """Remove the hidden ``.OUT.partial-PID`` folders beside ``out`` that runs killed before their end (kill -9, a
+    power cut) left, each with a log line; one of a process still running is left to it, and named."""
+    prefix = f".{out.name}.partial-"  # a prefix, not a glob pattern: names may hold [ ] * ?
+    for tmp in sorted(p for p in out.parent.iterdir() if p.name.startswith(prefix)):
+        pid = tmp.name[len(prefix):]
+        if not pid.isdigit() or int(pid) == os.getpid() or not tmp.is_dir() or tmp.is_symlink():
+            continue  # not ours; this process's own is replaced by __enter__
+        if _pid_alive(int(pid)):
+            log.warning("%s: left alone, the unfinished output of process %s, which still runs (another run writing "
+                        "%s?)", tmp, pid, out)
+            continue
+        log.info("%s: removed, the unfinished output of an earlier run (process %s, no longer running)", tmp, pid)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 class DatasetWriter:
     """Writes a new dataset folder: unique names, per split/class counts, atomic rename at the end."""
 
@@ -46,6 +73,7 @@ class DatasetWriter:
 
     def __enter__(self) -> DatasetWriter:
         self.out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_dead_partials(self.out)
         if self.tmp.exists():
             shutil.rmtree(self.tmp)  # left by a killed earlier run of this same process id
         self.tmp.mkdir()

@@ -67,9 +67,14 @@ async def live(ws: WebSocket, hub: Hub, gate: Gate, limits: UploadLimits, key: K
                         tracker.reset()
                 continue
             data = msg.get("bytes") or b""
+            if len(data) > limits.image_bytes:
+                # No camera page sends this: answer why, then close as the protocol layer does past twice the
+                # limit (1009, message too big), so the client learns the limit instead of seeing a bare close.
+                await ws.send_json({"frame": n, "error": f"frame too large: {len(data) / 1e6:.3g} MB, the limit is "
+                                    f"{limits.max_upload_mb:g} MB (the server's --max-upload-mb)", "status": 413})
+                await ws.close(code=1009)
+                return
             try:
-                if len(data) > limits.image_bytes:
-                    raise ApiError(413, f"frame too large: the limit is {limits.max_upload_mb:g} MB")
                 async with gate.slot():  # live frames share the photos' bound on decoded images
                     reply = await run_in_threadpool(run_frame, data)
             except ApiError as exc:
