@@ -16,12 +16,27 @@ VIDEO = SHARED / "data" / "video" / "short_hamilton_clip.mp4"
 YUNET = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
 
 
-@pytest.hookimpl(trylast=True)  # after ``-m`` has deselected what will not run
-def pytest_collection_modifyitems(config, items):
-    """The real-data tier needs ../shared; the unit tier (``pytest -m unit``) runs without it."""
-    if not FER_ROOT.is_dir() and any(item.get_closest_marker("unit") is None for item in items):
-        raise pytest.UsageError(f"real test data not found at {SHARED}; set FERKIT_SHARED to the shared/ folder, "
-                                "or run only the unit tests: pytest -m unit")
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects: the tiers are known from the fixtures and files
+def pytest_collection_modifyitems(items):
+    """Mark the tiers that follow from what a test uses: ``browser`` (a Chromium fixture), ``ray`` (tests/test_ray.py)."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+        if item.path.name == "test_ray.py":
+            item.add_marker(pytest.mark.ray)
+
+
+class _SharedDataCheck:
+    @pytest.hookimpl(trylast=True)  # after ``-m`` has deselected what will not run
+    def pytest_collection_modifyitems(self, config, items):
+        """The real-data tier needs ../shared; the unit tier (``pytest -m unit``) runs without it."""
+        if not FER_ROOT.is_dir() and any(item.get_closest_marker("unit") is None for item in items):
+            raise pytest.UsageError(f"real test data not found at {SHARED}; set FERKIT_SHARED to the shared/ folder, "
+                                    "or run only the unit tests: pytest -m unit")
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_SharedDataCheck(), "ferkit-shared-data-check")
 
 
 @pytest.fixture(scope="session", autouse=True)

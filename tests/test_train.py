@@ -28,6 +28,7 @@ FAST = [f"data={FER_ROOT}", "labels=happy,surprise,neutral", "model=resnet11", "
         "optimizer=adam", "lr=0.002", "weight_decay=0", "batch_size=64", "augment=none", "threads=1"]
 
 
+@pytest.mark.slow
 def test_short_run_learns_on_real_images(tmp_path):
     cfg = load_config(None, FAST + ["epochs=6", "train_limit=3000", "val_limit=900", "scheduler=cosine", "threads=2"])
     summary = train(cfg, tmp_path / "run")
