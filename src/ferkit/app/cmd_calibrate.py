@@ -13,12 +13,14 @@ def register(sub, formatter) -> None:
         help="make a model's probabilities say how often it is right (temperature scaling), into a new file",
         formatter_class=formatter,
         description="Fit temperature scaling (Guo et al. 2017): the logits are divided by one number T, chosen to\n"
-        "minimise the negative log-likelihood on a held-out split, so a face given 70 %% is right about 70 %% of the\n"
+        "minimise the negative log-likelihood on a held-out split, so a face given 70 % is right about 70 % of the\n"
         "time. The top class never changes, so accuracy stays the same. The result is a new checkpoint with T in its\n"
         "preprocessing (every backend applies it; `ferkit export` carries it into ONNX metadata), e.g.\n"
         "  ferkit calibrate --model runs/vgg9 --out runs/vgg9/calibrated.pt          # on PublicTest (val)\n"
         "  ferkit calibrate --model default,ferplus --out ensemble_calibrated.pt     # an ensemble, on its mean\n"
         "  ferkit calibrate --model default --photos ../shared/data/sfew-dev --out film.pt   # on real photos\n"
+        "With --photos the temperature is stored for that detector's faces (what ferkit predict and serve see);\n"
+        "on face crops it is the model's own.\n"
         "By default T is fitted on the val split of the dataset the model was trained on (FER2013 PublicTest, with\n"
         "FER+ labels for a FER+ model). A temperature fitted on a dev set such as SFEW-dev is recorded as such in\n"
         "the file; report the model on other sets, never on the one T was fitted on.",

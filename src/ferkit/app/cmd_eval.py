@@ -70,6 +70,10 @@ def run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)  # e.g. 1 beside a training run: two threads would spin on a busy core
+    if args.label_pattern and not args.photos:
+        from ferkit.errors import UsageError
+
+        raise UsageError("--label-pattern reads the --photos folders; give the folder with --photos DATA")
     if args.min_confidence is not None and not 0.0 <= args.min_confidence <= 1.0:
         raise ValueError(f"--min-confidence must be a probability in [0, 1], got {args.min_confidence}")
     sets = [EvalSet(d, "crops") for d in (args.data or [])]
