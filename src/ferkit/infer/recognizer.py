@@ -325,7 +325,8 @@ class Recognizer:
         return self.detector.detect(image_bgr)
 
     def classify_crops(self, crops_bgr: list[np.ndarray]) -> np.ndarray:
-        """Expression probabilities ``(N, K)`` float32 for BGR face crops of any size (over ``label_names``)."""
+        """Expression probabilities ``(N, K)`` float32 for BGR face crops of any size (over ``label_names``), at the
+        model's crop temperature; :meth:`recognize_frames` applies the detector's own to the faces it found."""
         step, k = self.batch_size, len(self.label_names)
         out = []
         for i in range(0, len(crops_bgr), step):
@@ -339,9 +340,6 @@ class Recognizer:
                 raise ValueError(f"classifier {type(self.classifier).__name__} returned shape {probs.shape} for "
                                  f"{len(batch)} faces; expected ({len(batch)}, {k}) over {list(self.label_names)}")
             out.append(probs)
-        factor = self.preprocess.temperature_for(self.detector.name) / self.preprocess.temperature
-        if factor != 1.0:  # the temperature fitted end to end for this detector's faces (Preprocess.temperature_for)
-            out = [rescale_probs(p, factor) for p in out]
         if len(out) == 1:
             return out[0]
         return np.concatenate(out) if out else np.zeros((0, k), np.float32)
@@ -363,7 +361,10 @@ class Recognizer:
         crops = []
         for frame, dets in zip(frames, detections):
             crops.extend(crop_faces(frame, dets, geo.margin, geo.offset_y, geo.align))
-        probs = self.classify_crops(crops)
+        probs = self.classify_crops(crops)  # at the crops' temperature
+        factor = self.preprocess.temperature_for(self.detector.name) / self.preprocess.temperature
+        if factor != 1.0 and len(probs):  # faces this detector found: the temperature fitted end to end for them
+            probs = rescale_probs(probs, factor)
         names = self.label_names
         results, k = [], 0
         for dets in detections:
