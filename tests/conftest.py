@@ -14,6 +14,9 @@ FER_ROOT = SHARED / "data" / "fer2013"
 PHOTOS = SHARED / "data" / "photos"
 VIDEO = SHARED / "data" / "video" / "short_hamilton_clip.mp4"
 YUNET = SHARED / "models" / "face_detection_yunet_2023mar.onnx"
+RECIPES = REPO / "src" / "ferkit" / "recipes"
+# The shipped recipes read their data from $FERKIT_DATA: the tests' is ../shared/data (a user's setting wins).
+os.environ.setdefault("FERKIT_DATA", str(SHARED / "data"))
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` selects: the tiers are known from the fixtures and files

@@ -284,7 +284,7 @@ def test_never_predicted_classes_are_called_out():
 # ------------------------------------------------------------------ recipes
 
 
-RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+RECIPES = sorted((REPO / "src" / "ferkit" / "recipes").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])

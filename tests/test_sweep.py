@@ -17,7 +17,7 @@ from ferkit.engine import trainer as T
 
 from conftest import FER_ROOT, REPO, make_fer_slice
 
-SWEEP_RECIPES = REPO / "recipes" / "sweeps"
+SWEEP_RECIPES = REPO / "src" / "ferkit" / "recipes" / "sweeps"
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ def register(sub, formatter) -> None:
         formatter_class=formatter,
         description="Run every configuration of a grid with every seed, each in its own run folder "
         "OUT/<config>/seed<k>/, then write OUT/summary.md, summary.csv, runs.csv, curves.png and bars.png, e.g.\n"
-        "  ferkit sweep --grid recipes/sweeps/optimizers.yaml --out runs/sweeps/optimizers\n"
+        "  ferkit sweep --grid optimizers --out runs/sweeps/optimizers\n"
         "  ferkit sweep --recipe vgg9_fer2013 --grid optimizer=sgd,adam lr=0.01,0.001 --seeds 0,1 --out runs/opt epochs=5\n"
         "A sweep file names a base recipe, fixed overrides, a grid (key: [values]) and/or named configurations,\n"
-        "and seeds (see recipes/sweeps/). Every configuration is checked before anything runs. Re-running the\n"
+        "and seeds (see src/ferkit/recipes/sweeps/). Every configuration is checked before anything runs. Re-running the\n"
         "same command skips finished runs and resumes interrupted ones.",
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="fixed overrides of every run")

@@ -14,15 +14,18 @@ def register(sub, formatter) -> None:
         "then key=value overrides, e.g.\n  ferkit train --recipe vgg9_fer2013 data=fer2013.csv epochs=10 lr=0.01 --out runs/vgg9\n"
         "Keys: see ferkit.engine.config.TrainConfig (ferkit train --list-keys). A killed run continues with --resume\n"
         "(one killed before its first checkpoint starts again from its saved config.yaml).\n"
-        "On a terminal a progress bar shows each epoch; otherwise (a log file, a pipe) one line per epoch is logged.",
+        "On a terminal a progress bar shows each epoch; otherwise (a log file, a pipe) one line per epoch is logged.\n"
+        "The shipped recipes (--list-recipes) name their data as $FERKIT_DATA/...: set FERKIT_DATA to the folder\n"
+        "holding your datasets (e.g. export FERKIT_DATA=../shared/data), or give data=PATH.",
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (YAML values: lists, dicts, true/false)")
-    p.add_argument("--recipe", "-r", help="recipe YAML file or name from recipes/")
+    p.add_argument("--recipe", "-r", help="a recipe YAML file, or the name of a recipe shipped with ferkit (--list-recipes)")
     p.add_argument("--out", "-o", help="run folder (must be new or empty, unless --resume)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint; with none yet, start it again from its "
                         "config.yaml (or from --recipe and KEY=VALUE)")
     p.add_argument("--list-keys", action="store_true", help="print every config key with its default and exit")
+    p.add_argument("--list-recipes", action="store_true", help="print the names of the recipes shipped with ferkit and exit")
     add_no_progress(p)
     p.set_defaults(func=run)
 
@@ -46,9 +49,12 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
-    from ferkit.engine.config import TrainConfig, load_config, parse_overrides
+    from ferkit.engine.config import TrainConfig, list_recipes, load_config, parse_overrides
     from ferkit.engine.trainer import train
 
+    if args.list_recipes:
+        print("\n".join(list_recipes()))
+        return 0
     if args.list_keys:
         for k, v in TrainConfig().to_dict().items():
             print(f"{k} = {v!r}")

@@ -14,7 +14,12 @@ from typing import Any
 
 import yaml
 
-RECIPE_DIRS = [Path(__file__).resolve().parents[3] / "recipes", Path(__file__).resolve().parents[1] / "recipes"]
+# The recipes ship inside the package (and so in the wheel): ferkit/recipes/*.yaml, sweeps in ferkit/recipes/sweeps/.
+RECIPE_DIRS = [Path(__file__).resolve().parents[1] / "recipes"]
+# Recipes name their data under this environment variable (e.g. ``data: $FERKIT_DATA/fer2013``): the folder holding
+# a user's datasets, set once, instead of a path into one machine's layout. ``data=PATH`` on the command line wins.
+DATA_VAR = "FERKIT_DATA"
+PATH_KEYS = ("data", "ferplus", "join_csv")
 
 
 # Settings a resumed run may change: they do not change the maths (the trainer and sweeps use this).
@@ -166,8 +171,28 @@ def find_recipe(name: str | Path) -> Path:
         for cand in (d / f"{name}.yaml", d / str(name)):
             if cand.is_file():
                 return cand
-    names = sorted({q.stem for d in RECIPE_DIRS if d.is_dir() for q in d.glob("*.yaml")})
+    names = list_recipes()
     raise FileNotFoundError(f"recipe {str(name)!r} not found; give a YAML file path or one of: {', '.join(names) or '(none installed)'}")
+
+
+def list_recipes() -> list[str]:
+    """The names of the recipes that ship with ferkit (``ferkit train --recipe NAME``), sorted."""
+    return sorted({q.stem for d in RECIPE_DIRS if d.is_dir() for q in d.glob("*.yaml")})
+
+
+def expand_data_paths(cfg: dict, where: str) -> dict:
+    """``$FERKIT_DATA`` in the path keys replaced by the environment variable; unset, an error that says how to set it."""
+    import os
+
+    for key in PATH_KEYS:
+        value = cfg.get(key)
+        if isinstance(value, str) and f"${DATA_VAR}" in value:
+            root = os.environ.get(DATA_VAR)
+            if not root:
+                raise ValueError(f"{where}: {key}={value} reads from ${DATA_VAR}, which is not set: set {DATA_VAR} to the "
+                                 f"folder holding your datasets (e.g. export {DATA_VAR}=../shared/data) or give {key}=PATH")
+            cfg[key] = value.replace(f"${DATA_VAR}", root.rstrip("/"))
+    return cfg
 
 
 def parse_value(text: str) -> Any:
@@ -239,4 +264,4 @@ def load_config(recipe: str | Path | None = None, overrides: dict | list[str] | 
     for upd, where in ((overrides or {}, "override"), (kwargs, "argument")):
         _check_keys(upd, where)
         cfg = _merge(cfg, upd)
-    return TrainConfig(**_coerce(cfg)).validate()
+    return TrainConfig(**_coerce(expand_data_paths(cfg, str(recipe or "config")))).validate()

@@ -192,7 +192,7 @@ class EfficientNetLite(FerModel):
 
 # Registered at 112 px, not the native 224: FER faces are 48 px, so 224 adds no detail and costs 4x the
 # compute and 4x the decoded-image cache; ImageNet features still transfer at half their native resolution
-# (the 112 px trial of issue 24, as recipes/resnet18_rgb8.yaml for tv_resnet18). 112 keeps a 4x4 map at the end.
+# (the 112 px trial of issue 24, as src/ferkit/recipes/resnet18_rgb8.yaml for tv_resnet18). 112 keeps a 4x4 map at the end.
 @register_model(input_size=112, family="pretrained")
 def efficientnet_lite0(num_classes: int = 7, in_chans: int = 3, weights: str | None = None,
                        dropout: float = 0.2) -> EfficientNetLite:

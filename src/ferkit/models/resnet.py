@@ -3,7 +3,7 @@
 Differences from ImageNet ResNets: a 3x3 stride-1 stem and no max-pool, so a
 48x48 input keeps its resolution into the first stage (48 -> 48 -> 24 -> 12 -> 6).
 ``stem_stride=2`` halves it in the stem instead (48 -> 24 -> 12 -> 6 -> 3): about 4x
-fewer FLOPs for the same parameters (recipes/default_fer2013_fast.yaml trains one).
+fewer FLOPs for the same parameters (src/ferkit/recipes/default_fer2013_fast.yaml trains one).
 """
 
 from __future__ import annotations

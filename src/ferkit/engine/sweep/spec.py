@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ferkit.engine.config import RUNTIME_KEYS, TrainConfig, load_config, parse_overrides, parse_value
+from ferkit.engine.config import RECIPE_DIRS, RUNTIME_KEYS, TrainConfig, load_config, parse_overrides, parse_value
 
 SWEEP_KEYS = ("recipe", "fixed", "grid", "configs", "seeds", "notes")
 SPEC_NAME = "sweep.yaml"
@@ -166,6 +166,16 @@ def _read_sweep_file(path: Path) -> dict:
     return doc
 
 
+def shipped_sweep(name: str) -> Path | None:
+    """A sweep shipped with ferkit by name ("optimizers" or "sweeps/optimizers.yaml"), None if there is none."""
+    stem = Path(name).stem
+    for d in RECIPE_DIRS:
+        cand = d / "sweeps" / f"{stem}.yaml"
+        if cand.is_file():
+            return cand
+    return None
+
+
 def load_sweep(
     grid: list[str] | None = None,
     recipe: str | None = None,
@@ -187,9 +197,11 @@ def load_sweep(
                 raise ValueError(f"grid item {item!r}: expected key=v1,v2")
             axes[key.strip()] = [parse_value(v) for v in split_values(vals)] or [parse_value(vals)]
             sources.append(item)
-        elif p.suffix in (".yaml", ".yml") or p.exists():
+        elif p.suffix in (".yaml", ".yml") or p.exists() or shipped_sweep(item):
+            p = p if p.is_file() else (shipped_sweep(item) or p)
             if not p.is_file():
-                raise FileNotFoundError(f"{p}: no such sweep file")
+                names = ", ".join(q.stem for q in sorted((RECIPE_DIRS[0] / "sweeps").glob("*.yaml")))
+                raise FileNotFoundError(f"{p}: no such sweep file (the shipped sweeps: {names})")
             docs.append(_read_sweep_file(p))
             sources.append(str(p))
         else:
