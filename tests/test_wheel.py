@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, RECIPES
+from conftest import RECIPES, REPO
 
 
 @pytest.mark.slow
@@ -30,7 +30,8 @@ def test_a_built_wheel_installs_and_loads_every_recipe(tmp_path):
         "from pathlib import Path\n"
         "names = list_recipes()\n"
         "for n in names: load_config(n)\n"
-        "sweeps = sorted(p.stem for p in (Path(ferkit.__file__).parent / 'recipes' / 'sweeps').glob('*.yaml') if p.stem != 'mini_base')\n"
+        "root = Path(ferkit.__file__).parent\n"
+        "sweeps = sorted(p.stem for p in (root / 'recipes' / 'sweeps').glob('*.yaml') if p.stem != 'mini_base')\n"
         "for s in sweeps: load_sweep([s])\n"
         "weights = sorted(p.name for p in (Path(ferkit.__file__).parent / 'weights').iterdir())\n"
         "static = sorted(p.name for p in (Path(ferkit.__file__).parent / 'app' / 'static').iterdir())\n"

@@ -57,7 +57,8 @@ def register(sub, formatter) -> None:
     p.add_argument("--ferplus", metavar="CSV",
                    help="FER+ votes (fer2013new.csv): score any model against FER+ labels of the FER2013 --data "
                         "(--ferplus-mode, default majority); with several datasets, FER2013 gets a row with each label set")
-    p.add_argument("--join-csv", metavar="CSV", help="the image -> FER+ row table for a FER2013 image folder (jpg_to_ferplus.csv)")
+    p.add_argument("--join-csv", metavar="CSV",
+                   help="the image -> FER+ row table for a FER2013 image folder (jpg_to_ferplus.csv)")
     add_device(p)
     add_threads(p)
     p.set_defaults(func=run)

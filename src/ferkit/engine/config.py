@@ -172,7 +172,8 @@ def find_recipe(name: str | Path) -> Path:
             if cand.is_file():
                 return cand
     names = list_recipes()
-    raise FileNotFoundError(f"recipe {str(name)!r} not found; give a YAML file path or one of: {', '.join(names) or '(none installed)'}")
+    raise FileNotFoundError(f"recipe {str(name)!r} not found; give a YAML file path or one of: "
+                            f"{', '.join(names) or '(none installed)'}")
 
 
 def list_recipes() -> list[str]:

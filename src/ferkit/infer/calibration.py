@@ -73,7 +73,8 @@ def save_calibrated(model_spec: str, fit: dict, out: str | Path) -> Path:
     pre = Preprocess.from_dict(ckpt["preprocess"])
     det = fit.get("detector")
     if det:
-        geometry = {**pre.crop_for(det).to_dict(), **pre.crop_geometry.get(det, {}), "temperature": round(float(fit["temperature"]), 4)}
+        geometry = {**pre.crop_for(det).to_dict(), **pre.crop_geometry.get(det, {}),
+                    "temperature": round(float(fit["temperature"]), 4)}
         pre.crop_geometry = {**pre.crop_geometry, det: geometry}
     else:
         pre.temperature = round(float(fit["temperature"]), 4)

@@ -192,12 +192,14 @@ def format_table(model_spec: str, results: list[dict], min_confidence: float | N
     lines = [f"## {model_spec}", "", head + " notes |", sep + "---|"]
     for r in results:
         row = table_row(r)
-        how = "crops" if row["kind"] == "crops" else f"end to end ({r['end_to_end']['detector']}, {100 * row['found']:.1f} % found)"
+        e2e = r.get("end_to_end") or {}
+        how = "crops" if row["kind"] == "crops" else f"end to end ({e2e.get('detector')}, {100 * row['found']:.1f} % found)"
         notes = []
         if row["classes_left_out"]:
             notes.append(f"model classes not in the data: {', '.join(row['classes_left_out'])}")
         if row["unmapped"]:
-            notes.append("images of classes the model lacks, left out: " + ", ".join(f"{k} {v}" for k, v in row["unmapped"].items()))
+            left = ", ".join(f"{k} {v}" for k, v in row["unmapped"].items())
+            notes.append(f"images of classes the model lacks, left out: {left}")
         cells = (f"| {row['dataset']} | {how} | {row['split']} | {row['n']} | {100 * row['accuracy']:.2f} % | "
                  f"{row['macro_f1']:.3f} | {row['ece']:.3f} |")
         if min_confidence is not None:

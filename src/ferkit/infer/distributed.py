@@ -52,7 +52,8 @@ VIDEO_EXTENSIONS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".m
 VIDEO_CHUNK_FRAMES = 500  # a video's results travel back in pieces of this many frames: bounded memory per row
 PARQUET_ROWS = 10_000  # faces per Parquet row group written
 # Settings a resumed run must share with the first; workers, threads and device only change the speed.
-RESUME_KEYS = ("model_sha256", "detector", "yunet", "min_face", "min_confidence", "backend", "detect_every", "track", "smooth", "max_frames")
+RESUME_KEYS = ("model_sha256", "detector", "yunet", "min_face", "min_confidence", "backend", "detect_every", "track", "smooth",
+               "max_frames")
 
 
 def import_ray():
