@@ -135,3 +135,41 @@ def test_report_on_a_folder_that_is_not_a_run(runs, tmp_path, capsys):
     assert cli(["report", str(tmp_path / "missing")]) == 1
     assert "missing: no such folder" in capsys.readouterr().err
     assert not (tmp_path / "report.html").exists()
+
+
+def _marks(png: bytes, rgb: tuple[int, int, int]) -> list[tuple[int, int, int, int]]:
+    """(x, y, w, h) of each blob of one colour in a PNG, as connected pixels within a small tolerance."""
+    import cv2
+    import numpy as np
+
+    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1].astype(int)
+    mask = (np.abs(img - np.array(rgb)).max(axis=2) < 40).astype(np.uint8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask)
+    return [tuple(int(v) for v in stats[i, :4]) for i in range(1, n)]
+
+
+def test_a_one_epoch_run_reports_the_lr_it_trained_at_and_shows_its_points(runs, tmp_path):
+    """One epoch of cosine decay from 0.01: the table says 0.01 (not the 0 the schedule ends at), and the learning
+    curves, one point each, show that point (a line through one point draws nothing)."""
+    import base64
+    import csv
+
+    run = tmp_path / "one"
+    train(load_config(None, [f"data={runs['data']}", "epochs=1", "lr=0.01", "scheduler=cosine", *FAST]), run)
+    with open(run / "metrics.csv", newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert float(row["lr"]) == pytest.approx(0.01)
+    assert cli(["report", str(run)]) == 0
+    text = (run / "report.html").read_text()
+    table = text[text.index("<h2>Learning curves</h2>"):text.index("<h2>", text.index("<h2>Learning curves</h2>") + 5)]
+    assert "<td>1</td><td>0.01</td>" in table.replace("\n", "")
+    curves = base64.b64decode(re.search(r'<img src="data:image/png;base64,([^"]*)" alt="learning curves"', text)[1])
+    import cv2
+    import numpy as np
+
+    width = cv2.imdecode(np.frombuffer(curves, np.uint8), cv2.IMREAD_COLOR).shape[1]
+    for colour, panels in (((31, 119, 180), ("loss", "accuracy")), ((255, 127, 14), ("loss",))):  # train (C0), val (C1)
+        dots = [(x, y, w, h) for x, y, w, h in _marks(curves, colour) if h >= 5 and w >= 5]  # a line is 2 px thick
+        for panel in panels:  # the epoch's point, and the marker beside its name in the legend
+            left = panel == "loss"
+            assert sum((x + w / 2 < width / 2) == left for x, y, w, h in dots) >= 2, (colour, panel, _marks(curves, colour))

@@ -235,12 +235,12 @@ class Trainer:
                 log.info("early stopping: no val improvement for %d epochs", self.bad_epochs)
                 break
             t0 = time.perf_counter()
-            tr = self.train_one_epoch()
+            lr, tr = self.sched.lr, self.train_one_epoch()  # the lr the epoch trained at, not the one after it
             self.epoch += 1
             val_metric, improved = 0.0, False
             if self.is_main:
                 vm, _ = self.evaluate(self.val_t)
-                row = {"epoch": self.epoch, "lr": self.sched.lr, **tr, "val_loss": vm["loss"], "val_acc": vm["accuracy"],
+                row = {"epoch": self.epoch, "lr": lr, **tr, "val_loss": vm["loss"], "val_acc": vm["accuracy"],
                        "val_macro_f1": vm["macro_f1"], "epoch_s": time.perf_counter() - t0}
                 self.history.append(row)
                 improved = vm["accuracy"] > self.best_acc

@@ -15,12 +15,14 @@ def plot_curves(history: list[dict], path: str | Path, title: str = "") -> None:
     if not history:
         return
     ep = [h["epoch"] for h in history]
+    # A line needs two points: a short run (one epoch draws none) marks each epoch's point as well.
+    marker = "o" if len(ep) <= 20 else None
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    a.plot(ep, [h["train_loss"] for h in history], label="train")
-    a.plot(ep, [h["val_loss"] for h in history], label="val")
+    a.plot(ep, [h["train_loss"] for h in history], label="train", marker=marker)
+    a.plot(ep, [h["val_loss"] for h in history], label="val", marker=marker)
     a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend(), a.grid(alpha=0.3)
-    b.plot(ep, [h["train_acc"] for h in history], label="train")
-    b.plot(ep, [h["val_acc"] for h in history], label="val")
+    b.plot(ep, [h["train_acc"] for h in history], label="train", marker=marker)
+    b.plot(ep, [h["val_acc"] for h in history], label="val", marker=marker)
     best = int(np.argmax([h["val_acc"] for h in history]))
     b.scatter([ep[best]], [history[best]["val_acc"]], color="C1", zorder=3, label=f"best {history[best]['val_acc']:.3f}")
     b.set_xlabel("epoch"), b.set_ylabel("accuracy"), b.legend(), b.grid(alpha=0.3)

@@ -23,8 +23,13 @@ const state = {
   photo: null,      // last /v1/predict answer, its faces ordered left to right
   photoBitmap: null,  // the photo, to redraw it when a face is highlighted
   photoHighlight: null,  // index of the face whose box and card are highlighted
+  photoName: "",    // the photo's file name, for the names of its downloads
   video: null,      // finished video job (with results)
   videoTimes: [],   // results[i].time_s, for the binary search
+  videoStart: 0,    // seconds: the player's time of the video's first frame (the results count from 0 there)
+  videoShown: null,  // results time (s) of the frame the player shows
+  videoJob: null,   // the one upload and job followed: {file, xhr, id, sent, ended, timer}
+  timeline: null,   // the chart's geometry in CSS pixels, for clicks: {left, width, t0, t1}
   live: null,       // {stream, ws, running, frames, t0}
 };
 
@@ -34,12 +39,20 @@ function authHeaders() {
   return state.apiKey ? { "X-API-Key": state.apiKey } : {};
 }
 
+// What the page says when the server refuses the key. The server's own words are for API clients (headers,
+// WebSocket subprotocols); on this page there is one thing to do: fill in the box.
+function keyRefused() {
+  $("key-box").hidden = false;
+  return new Error(state.apiKey ? "wrong API key: check the API key box at the top"
+    : "this server needs an API key: type it in the API key box at the top");
+}
+
 async function api(path, options = {}) {
   const response = await fetch(path, { ...options, headers: { ...authHeaders(), ...(options.headers || {}) } });
   if (!response.ok) {
+    if (response.status === 401) throw keyRefused();
     let message = `${response.status} ${response.statusText}`;
     try { message = (await response.json()).error || message; } catch (e) { /* not JSON */ }
-    if (response.status === 401) $("key-box").hidden = false;
     throw new Error(message);
   }
   return response;
@@ -115,37 +128,75 @@ function leftToRight(faces) {  // the order of the numbers on boxes and cards
 }
 
 // Boxes and numbered label tags of `faces` (in image pixels) on a context whose canvas has the image's size;
-// the face at index `highlight` gets a thick box with a white rim.
+// the face at index `highlight` gets a thick box with a white rim. Boxes first, then the tags, placed so that no
+// tag covers another (see placeTags).
 function drawFaces(ctx, faces, width, highlight = null) {
   const s = Math.max(1, width / 640);
   ctx.save();
   ctx.font = `${Math.round(14 * s)}px system-ui, sans-serif`;
   ctx.textBaseline = "top";
-  const tags = [];
   faces.forEach((f, i) => {
     const [x, y, w, h] = f.box;
-    const c = colour(f.label);
     if (i === highlight) {
       ctx.strokeStyle = "#fff";
       ctx.lineWidth = 8 * s;
       ctx.strokeRect(x, y, w, h);
     }
-    ctx.strokeStyle = c;
+    ctx.strokeStyle = colour(f.label);
     ctx.lineWidth = (i === highlight ? 4 : 2) * s;
     ctx.setLineDash(f.label === UNCERTAIN ? [8 * s, 5 * s] : []);
     ctx.strokeRect(x, y, w, h);
-    ctx.setLineDash([]);
-    const tag = faceTag(f, i);
-    tags.push(tag);
-    const tw = ctx.measureText(tag).width + 8 * s, th = 20 * s;
-    const ty = y - th >= 0 ? y - th : y;
+  });
+  ctx.setLineDash([]);
+  const tags = faces.map((f, i) => faceTag(f, i));
+  const sizes = tags.map((t) => [ctx.measureText(t).width + 8 * s, 20 * s]);
+  const places = placeTags(faces, sizes, ctx.canvas.width, ctx.canvas.height);
+  faces.forEach((f, i) => {
+    const [x, y, w, h] = f.box, [tx, ty, tw, th] = places[i];
+    const c = colour(f.label);
+    if (ty + th < y || ty > y + h) {  // pushed away from its box by the others: a line leads back to it
+      ctx.strokeStyle = c;
+      ctx.lineWidth = 2 * s;
+      ctx.beginPath();
+      ctx.moveTo(tx + Math.min(tw, w) / 2, ty < y ? ty + th : ty);
+      ctx.lineTo(tx + Math.min(tw, w) / 2, ty < y ? y : y + h);
+      ctx.stroke();
+    }
     ctx.fillStyle = c;
-    ctx.fillRect(x, ty, tw, th);
+    ctx.fillRect(tx, ty, tw, th);
     ctx.fillStyle = ["happy", "neutral", "surprise"].includes(f.label) ? "#000" : "#fff";  // uncertain: white on grey
-    ctx.fillText(tag, x + 4 * s, ty + 3 * s);
+    ctx.fillText(tags[i], tx + 4 * s, ty + 3 * s);
   });
   ctx.restore();
   ctx.canvas.dataset.tags = tags.join("|");  // what the boxes say, for tests and for reading back
+  ctx.canvas.dataset.tagBoxes = JSON.stringify(places.map((r) => r.map(Math.round)));  // where they say it
+}
+
+// Where each face's tag goes ([x, y, w, h] in image pixels; `sizes`: [w, h] of each tag): touching its box (above
+// it, inside its top, below it, inside its bottom; aligned with its left or right edge), else further above or
+// below; never over a tag placed before, and over other faces only when nothing else is free. Faces are placed in
+// order (left to right), each at the first place that fits.
+function placeTags(faces, sizes, width, height) {
+  const hits = (a, b) => a[0] < b[0] + b[2] && b[0] < a[0] + a[2] && a[1] < b[1] + b[3] && b[1] < a[1] + a[3];
+  const placed = [];
+  faces.forEach((f, i) => {
+    const [x, y, w, h] = f.box, [tw, th] = sizes[i];
+    const rows = [y - th, y, y + h, y + h - th];
+    for (let k = 1; k <= faces.length; k++) rows.push(y - th * (k + 1), y + h + th * k);  // further out, in a crowd
+    const cols = [x, x + w - tw].map((tx) => Math.max(0, Math.min(tx, width - tw)));
+    let best = null, bestCost = Infinity;
+    rows.forEach((ty, order) => {
+      if (ty < 0 || ty + th > height) return;
+      for (const tx of cols) {
+        const r = [tx, ty, tw, th];
+        if (placed.some((p) => hits(r, p))) continue;
+        const cost = 1000 * faces.filter((g, j) => j !== i && hits(r, g.box)).length + order;
+        if (cost < bestCost) { best = r; bestCost = cost; }
+      }
+    });
+    placed.push(best || [cols[0], Math.max(0, Math.min(y - th, height - th)), tw, th]);  // nowhere free: as before
+  });
+  return placed;
 }
 
 function faceCard(face, index) {
@@ -221,17 +272,20 @@ async function predictPhoto(file) {
   try {
     result = await (await api(`v1/predict?${choice()}`, { method: "POST", body: form })).json();
   } catch (e) {
+    clearPhoto();  // the previous photo's boxes and cards would read as this file's answer
     showMessage(`${file.name}: ${e.message}`, true);
     return;
   }
   result.faces = leftToRight(result.faces);  // numbered 1, 2, ... from the left, on the boxes and on the cards
   state.photo = result;
+  state.photoName = file.name;
   state.photoHighlight = null;
   // Draw the server's decoded size: the browser applies the same EXIF rotation as OpenCV.
   state.photoBitmap = await createImageBitmap(file, { imageOrientation: "from-image" }).catch(() => null);
   const canvas = $("photo-canvas");
   canvas.width = result.width;
   canvas.height = result.height;
+  canvas.style.setProperty("--aspect", String(result.width / result.height));  // the CSS fits it in the window
   drawPhoto();
   showFaceCards($("photo-faces"), result.faces);
   for (const card of $("photo-faces").children) card.tabIndex = 0;  // focusing a card highlights its box too
@@ -248,6 +302,29 @@ async function predictPhoto(file) {
   empty.hidden = n > 0;
   empty.textContent = n ? "" : noFaceAdvice(result);
   showMessage("");
+}
+
+function clearPhoto() {
+  state.photo = null;
+  state.photoBitmap = null;
+  state.photoHighlight = null;
+  const canvas = $("photo-canvas");
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  canvas.dataset.tags = "";
+  canvas.dataset.tagBoxes = "[]";
+  $("photo-faces").replaceChildren();
+  $("photo-summary").textContent = "";
+  $("photo-empty").hidden = true;
+  const box = $("photo-result");
+  box.dataset.count = "";
+  box.dataset.labels = "";
+  box.hidden = true;
+}
+
+// The downloads of a photo are named after it: "crowd.jpg" gives "crowd-faces.csv" and "crowd-faces.json".
+function photoDownloadName(ext) {
+  const stem = state.photoName.replace(/\.[^.]*$/, "").replace(/[^\w.-]+/g, "_") || "photo";
+  return `${stem}-faces.${ext}`;
 }
 
 // What to try when the detector found no face: the other detector, a larger image.
@@ -294,117 +371,248 @@ function photoFaceAt(event) {
 
 const VIDEO_EXPECTED = "a video file (MP4, MOV, WebM, MKV, AVI, …)";
 
+// One video job at a time: a new upload, or Cancel, ends the one before it (its upload aborted, or its job
+// deleted on the server, and its polling stopped), so the status and the results on the page are always those of
+// the latest upload.
 function uploadVideo(file) {
   if (!file) return;
+  endVideoJob();
+  clearVideo();
   const p = choice();
   p.set("detect_every", $("detect-every").value || "1");
   p.set("smooth", $("smooth").value || "0");
-  $("video-result").hidden = true;
   $("video-job").hidden = false;
   if (file.type.startsWith("image/")) {  // a photo would go up as a one-frame video no player shows
     setProgress(0, `${file.name} is a photo, not a video: this tab expects ${VIDEO_EXPECTED}. ` +
       "Recognise photos in the Photo tab.", "failed");
     return;
   }
-  setProgress(0, `Uploading ${file.name}…`, "uploading");
   const xhr = new XMLHttpRequest();  // XHR rather than fetch: it reports upload progress
+  const job = { file, xhr, id: null, sent: false, ended: false, timer: null };
+  state.videoJob = job;
+  setProgress(0, `Uploading ${file.name}…`, "uploading");
   xhr.open("POST", `v1/videos?${p}`);
   for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
   xhr.upload.onprogress = (e) => {
-    if (e.lengthComputable) setProgress(e.loaded / e.total, `Uploading ${file.name}: ${pct(e.loaded / e.total)}`, "uploading");
+    if (e.lengthComputable && !job.ended) {
+      setProgress(e.loaded / e.total, `Uploading ${file.name}: ${pct(e.loaded / e.total)}`, "uploading");
+    }
   };
+  xhr.upload.onload = () => { job.sent = true; };
   xhr.onload = () => {
     let body = {};
     try { body = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
-    if (xhr.status !== 202) {
-      if (xhr.status === 401) $("key-box").hidden = false;
-      setProgress(0, `${file.name}: ${body.error || xhr.statusText}`, "failed");
+    if (job.ended) {  // cancelled or replaced while the server made the job: it is not wanted
+      if (xhr.status === 202 && body.id) deleteVideoJob(body.id);
       return;
     }
-    pollJob(body.id);
+    if (xhr.status !== 202) {
+      job.ended = true;
+      const why = xhr.status === 401 ? keyRefused().message : body.error || xhr.statusText;
+      setProgress(0, `${file.name}: ${why}`, "failed");
+      return;
+    }
+    job.id = body.id;
+    pollJob(job);
   };
-  xhr.onerror = () => setProgress(0, `${file.name}: upload failed`, "failed");
+  xhr.onerror = () => { if (!job.ended) { job.ended = true; setProgress(0, `${file.name}: upload failed`, "failed"); } };
   const form = new FormData();
   form.append("file", file);
   xhr.send(form);
 }
 
+// Stop following the current job; a job still uploading or running is cancelled. True when there was one.
+function endVideoJob() {
+  const job = state.videoJob;
+  if (!job || job.ended) return false;
+  job.ended = true;
+  clearTimeout(job.timer);
+  if (job.id) deleteVideoJob(job.id);
+  else if (!job.sent) job.xhr.abort();  // a job the server is making now is deleted when its id comes (onload)
+  return true;
+}
+
+function deleteVideoJob(id) {
+  api(`v1/videos/${id}`, { method: "DELETE" }).catch(() => { /* gone already: expired or deleted */ });
+}
+
+function cancelVideo() {
+  const job = state.videoJob;
+  if (!endVideoJob()) return;
+  setProgress(0, `Cancelled ${job.file.name}. Choose a video to start again.`, "cancelled");
+  $("video-input").focus();  // the Cancel button is gone: the focus goes to what there is to do next
+}
+
+// Forget the video shown: its results, its picture, its overlay and its chart.
+function clearVideo() {
+  state.video = null;
+  state.videoTimes = [];
+  state.videoStart = 0;
+  state.videoShown = null;
+  $("video-result").hidden = true;
+  const player = $("video-player");
+  player.pause();
+  if (player.src) {
+    URL.revokeObjectURL(player.src);
+    player.removeAttribute("src");
+    player.load();
+  }
+  const overlay = $("video-overlay");
+  overlay.getContext("2d").clearRect(0, 0, overlay.width, overlay.height);
+  overlay.dataset.frame = "";
+  overlay.dataset.tags = "";
+}
+
 function setProgress(fraction, text, stateName) {
-  $("video-progress").hidden = stateName === "failed";  // an empty bar under an error says nothing
+  $("video-progress").hidden = !["uploading", "queued", "running", "done"].includes(stateName);  // no empty bar under an error
   const bar = $("video-progress-bar");
   bar.classList.toggle("indeterminate", fraction === null);
   bar.style.width = fraction === null ? "" : `${(100 * fraction).toFixed(1)}%`;
-  $("video-status").textContent = text;
-  $("video-status").dataset.state = stateName;
+  const status = $("video-status");
+  status.textContent = text;
+  status.dataset.state = stateName;
+  status.dataset.job = (state.videoJob && state.videoJob.id) || "";  // which job these words are about
+  const cancel = $("video-cancel");
+  const hide = !["uploading", "queued", "running"].includes(stateName);
+  if (hide && document.activeElement === cancel) $("video-input").focus();
+  cancel.hidden = hide;
 }
 
-async function pollJob(id) {
-  let job;
+async function pollJob(job) {
+  let s;
   try {
-    job = await (await api(`v1/videos/${id}?results=false`)).json();
+    s = await (await api(`v1/videos/${job.id}?results=false`)).json();
   } catch (e) {
-    setProgress(0, `Video job: ${e.message}`, "failed");
+    if (!job.ended) { job.ended = true; setProgress(0, `Video job: ${e.message}`, "failed"); }
     return;
   }
-  if (job.status === "queued" || job.status === "running") {
-    const of = job.frames_total ? ` of ${job.frames_total}` : "";
-    setProgress(job.progress, `${job.status}: frame ${job.frames_done}${of}`, job.status);
-    setTimeout(() => pollJob(id), 600);
+  if (job.ended) return;  // cancelled, or replaced by a newer upload, while the answer was on its way
+  if (s.status === "queued" || s.status === "running") {
+    const of = s.frames_total ? ` of ${s.frames_total}` : "";
+    setProgress(s.progress, `${job.file.name}: ${s.status}, frame ${s.frames_done}${of}`, s.status);
+    job.timer = setTimeout(() => pollJob(job), 600);
     return;
   }
-  if (job.status !== "done") {
-    setProgress(0, `Video job ${job.status}: ${job.error || ""}`, job.status);
+  job.ended = true;
+  if (s.status !== "done") {
+    setProgress(0, `${job.file.name}: video job ${s.status}${s.error ? `: ${s.error}` : ""}`, s.status);
     return;
   }
-  const s = job.summary || {};
-  setProgress(1, `done: ${s.frames} frames, ${s.faces} faces in ${s.seconds} s (${s.fps} frames/s)`, "done");
-  const full = await (await api(`v1/videos/${id}`)).json();
-  showVideo(full);
+  const sum = s.summary || {};
+  setProgress(1, `${job.file.name} done: ${sum.frames} frames, ${sum.faces} faces in ${sum.seconds} s (${sum.fps} frames/s)`, "done");
+  let full;
+  try {
+    full = await (await api(`v1/videos/${job.id}`)).json();
+  } catch (e) {
+    setProgress(0, `${job.file.name}: cannot read the results: ${e.message}`, "failed");
+    return;
+  }
+  if (state.videoJob === job) showVideo(job, full);
 }
 
-async function showVideo(job) {
-  state.video = job;
-  state.videoTimes = job.results.map((r) => r.time_s);
+async function showVideo(job, full) {
+  state.video = full;
+  state.videoTimes = full.results.map((r) => r.time_s);
+  state.videoStart = null;  // known when the player shows its first frame (watchFrames)
+  state.videoShown = full.results.length ? full.results[0].time_s : null;
   $("video-result").hidden = false;
+  $("timeline-legend").replaceChildren(...full.labels.map((label) => {
+    const item = document.createElement("span");
+    const sw = document.createElement("span");
+    sw.className = "swatch";
+    sw.style.background = colour(label);
+    item.append(sw, label);
+    return item;
+  }));
   const player = $("video-player"), overlay = $("video-overlay");
-  overlay.width = job.width;
-  overlay.height = job.height;
+  overlay.width = full.width;
+  overlay.height = full.height;
+  drawVideoOverlay();
   try {
     // Fetched as a blob (not a plain src) so that an API key travels in a header.
-    const blob = await (await api(job.links.source)).blob();
+    const blob = await (await api(full.links.source)).blob();
+    if (state.videoJob !== job) return;
     if (player.src) URL.revokeObjectURL(player.src);
     player.src = URL.createObjectURL(blob);
+    watchFrames(player);
   } catch (e) {
     showMessage(`Cannot load the video for playback: ${e.message}`, true);
   }
-  drawTimeline();
+}
+
+// The player runs on the stream's own clock: an MP4 whose first frame is stamped 0.852 s shows that frame at
+// 0.852 s, while the results count from that first frame (its time_s is 0). So the first frame the player presents
+// gives the offset, and each frame it presents says by its own timestamp (mediaTime) which result to draw: the
+// overlay is that of the picture shown, not of the clock (which runs ahead of the picture while playing).
+const FRAME_EXACT = "requestVideoFrameCallback" in HTMLVideoElement.prototype;
+
+function watchFrames(player) {
+  if (!FRAME_EXACT) { state.videoStart = 0; return; }  // an older browser: the clock, from 0
+  const src = player.src;
+  const onFrame = (now, meta) => {
+    if (player.src !== src) return;  // another video since
+    if (state.videoStart === null) state.videoStart = meta.mediaTime;  // the first frame: time_s 0 of the results
+    state.videoShown = meta.mediaTime - state.videoStart;
+    drawVideoOverlay();
+    player.requestVideoFrameCallback(onFrame);
+  };
+  player.requestVideoFrameCallback(onFrame);
+}
+
+function fromClock() {  // without requestVideoFrameCallback: the frame at the player's clock
+  if (!state.video || FRAME_EXACT) return;
+  state.videoShown = $("video-player").currentTime - (state.videoStart || 0);
   drawVideoOverlay();
 }
 
-function frameAt(t) {  // the last frame whose time is <= t (binary search)
+function videoLoop() {
+  fromClock();
+  if (!$("video-player").paused) requestAnimationFrame(videoLoop);
+}
+
+function frameIndexAt(t) {  // the last frame whose time is <= t (binary search), or -1
   const times = state.videoTimes;
   let lo = 0, hi = times.length - 1, best = -1;
   while (lo <= hi) {
     const mid = (lo + hi) >> 1;
     if (times[mid] <= t + 1e-3) { best = mid; lo = mid + 1; } else { hi = mid - 1; }
   }
-  return best < 0 ? null : state.video.results[best];
+  return best;
+}
+
+function frameAt(t) {
+  const i = t === null ? -1 : frameIndexAt(t);
+  return i < 0 ? null : state.video.results[i];
 }
 
 function drawVideoOverlay() {
   const job = state.video;
   if (!job) return;
-  const player = $("video-player"), overlay = $("video-overlay");
+  const overlay = $("video-overlay");
   const ctx = overlay.getContext("2d");
   ctx.clearRect(0, 0, overlay.width, overlay.height);
-  const frame = frameAt(player.currentTime || 0);
+  const frame = frameAt(state.videoShown);
+  overlay.dataset.frame = frame ? String(frame.frame) : "";  // which result is drawn, for tests and for reading back
   if (frame) drawFaces(ctx, frame.faces, overlay.width);
-  drawTimeline(player.currentTime || 0);
+  else overlay.dataset.tags = "";
+  drawTimeline();
 }
 
-function videoLoop() {
-  drawVideoOverlay();
-  if (!$("video-player").paused) requestAnimationFrame(videoLoop);
+// Show results frame `i` (clamped): the player seeks into that frame's own span on its clock.
+function seekToFrame(i) {
+  const times = state.videoTimes;
+  if (!times.length) return;
+  i = Math.max(0, Math.min(times.length - 1, i));
+  seekTo((state.videoStart || 0) + times[i] + 0.001);  // 1 ms in: time_s is rounded to 0.1 ms
+}
+
+function seekTo(t) {  // t on the player's clock
+  const player = $("video-player");
+  player.currentTime = Math.max(0, Number.isFinite(player.duration) ? Math.min(player.duration, t) : t);
+  if (!FRAME_EXACT || player.readyState === 0) {  // no picture to follow: move the overlay and the cursor now
+    state.videoShown = t - (state.videoStart || 0);
+    drawVideoOverlay();
+  }
 }
 
 // Mean probability of each class over the faces of each frame, bucketed to at most `columns` points.
@@ -423,28 +631,47 @@ function timelineSeries(job, columns) {
   return points;
 }
 
-function drawTimeline(cursor = null) {
+function secondsText(t) { return `${Number(t.toFixed(2))} s`; }
+
+// The chart is drawn at the size it is shown (CSS pixels times devicePixelRatio), its text at 12 CSS pixels, on
+// the player's clock (so 3 s on the chart is 3 s on the player); the legend is HTML beside it.
+function drawTimeline() {
   const job = state.video;
   const canvas = $("timeline");
+  const W = canvas.clientWidth, H = canvas.clientHeight;
+  if (!W || !H) return;  // not on screen
+  const dpr = window.devicePixelRatio || 1;
+  if (canvas.width !== Math.round(W * dpr) || canvas.height !== Math.round(H * dpr)) {
+    canvas.width = Math.round(W * dpr);
+    canvas.height = Math.round(H * dpr);
+  }
   const ctx = canvas.getContext("2d");
-  const W = canvas.width, H = canvas.height;
-  const left = 40, right = 110, top = 10, bottom = 26;
-  const pw = W - left - right, ph = H - top - bottom;
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, W, H);
   if (!job || !job.results.length) return;
-  const tEnd = Math.max(job.results[job.results.length - 1].time_s, 1e-3);
-  const x = (t) => left + (pw * t) / tEnd, y = (p) => top + ph * (1 - p);
-  ctx.font = "11px system-ui, sans-serif";
+  const left = 38, right = 14, top = 10, bottom = 26;
+  const pw = W - left - right, ph = H - top - bottom;
+  const start = state.videoStart || 0, results = job.results;
+  const t0 = start + results[0].time_s, t1 = Math.max(start + results[results.length - 1].time_s, t0 + 1e-3);
+  const x = (t) => left + (pw * (t - t0)) / (t1 - t0), y = (p) => top + ph * (1 - p);
+  state.timeline = { left, width: pw, t0, t1 };
+  ctx.font = "12px system-ui, sans-serif";
   ctx.strokeStyle = "#d9dde5";
   ctx.fillStyle = "#667085";
   ctx.lineWidth = 1;
+  ctx.textAlign = "left";  // the context keeps its settings from one drawing to the next: each is set here
+  ctx.textBaseline = "middle";
   for (const p of [0, 0.25, 0.5, 0.75, 1]) {  // horizontal grid
     ctx.beginPath(); ctx.moveTo(left, y(p)); ctx.lineTo(left + pw, y(p)); ctx.stroke();
-    ctx.fillText(p.toFixed(2), 4, y(p) + 4);
+    ctx.fillText(p.toFixed(2), 4, y(p));
   }
-  const step = [0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600].find((s) => tEnd / s <= 10) || 1200;
-  for (let t = 0; t <= tEnd + 1e-9; t += step) {  // time ticks
-    ctx.fillText(`${t}s`, x(t) - 8, H - 8);
+  // Time ticks at least 48 CSS pixels apart, at round seconds of the player's clock.
+  const step = [0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1200, 1800].find((s) => (pw * s) / (t1 - t0) >= 48) || 3600;
+  ctx.textAlign = "center";
+  ctx.textBaseline = "alphabetic";
+  for (let k = Math.ceil(t0 / step - 1e-9); k * step <= t1 + 1e-9; k++) {
+    const t = k * step;
+    ctx.fillText(secondsText(t), Math.min(Math.max(x(t), 18), W - 18), H - 8);
     ctx.beginPath(); ctx.moveTo(x(t), top + ph); ctx.lineTo(x(t), top + ph + 4); ctx.stroke();
   }
   const series = timelineSeries(job, pw);
@@ -455,20 +682,44 @@ function drawTimeline(cursor = null) {
     let pen = false;
     for (const pt of series) {
       if (!pt.values) { pen = false; continue; }  // no face: a gap in the line
-      if (pen) ctx.lineTo(x(pt.t), y(pt.values[j])); else ctx.moveTo(x(pt.t), y(pt.values[j]));
+      if (pen) ctx.lineTo(x(start + pt.t), y(pt.values[j])); else ctx.moveTo(x(start + pt.t), y(pt.values[j]));
       pen = true;
     }
     ctx.stroke();
-    ctx.fillStyle = colour(label);  // legend
-    ctx.fillRect(W - right + 12, top + j * 16 + 2, 10, 10);
-    ctx.fillStyle = "#1d2330";
-    ctx.fillText(label, W - right + 27, top + j * 16 + 11);
   });
-  if (cursor !== null) {
+  const i = state.videoShown === null ? -1 : frameIndexAt(state.videoShown);
+  if (i >= 0) {
+    const t = start + results[i].time_s;
     ctx.strokeStyle = "#1d2330";
-    ctx.lineWidth = 1;
-    ctx.beginPath(); ctx.moveTo(x(cursor), top); ctx.lineTo(x(cursor), top + ph); ctx.stroke();
+    ctx.lineWidth = 1.5;
+    ctx.beginPath(); ctx.moveTo(x(t), top); ctx.lineTo(x(t), top + ph); ctx.stroke();
+    canvas.setAttribute("aria-valuenow", t.toFixed(3));
+    canvas.setAttribute("aria-valuetext", `${secondsText(t)}, frame ${results[i].frame}`);
   }
+  canvas.setAttribute("aria-valuemin", t0.toFixed(3));
+  canvas.setAttribute("aria-valuemax", t1.toFixed(3));
+}
+
+// Keys on the focused chart: arrows move 1 s (with Shift one frame), Page Up/Down 10 s, Home and End to the ends.
+function timelineKey(e) {
+  if (!state.video || !state.videoTimes.length) return;
+  const i = Math.max(0, frameIndexAt(state.videoShown === null ? 0 : state.videoShown));
+  const here = (state.videoStart || 0) + state.videoTimes[i];
+  const seconds = { ArrowRight: 1, ArrowUp: 1, ArrowLeft: -1, ArrowDown: -1, PageUp: 10, PageDown: -10 }[e.key];
+  if (e.key === "Home") seekToFrame(0);
+  else if (e.key === "End") seekToFrame(state.videoTimes.length - 1);
+  else if (seconds && e.shiftKey && Math.abs(seconds) === 1) seekToFrame(i + seconds);
+  else if (seconds) seekToFrame(frameIndexAt(here + seconds - (state.videoStart || 0)));
+  else return;
+  e.preventDefault();
+}
+
+function timelineClick(e) {
+  const g = state.timeline;
+  if (!state.video || !g) return;
+  const r = e.currentTarget.getBoundingClientRect();
+  const f = Math.max(0, Math.min(1, (e.clientX - r.left - g.left) / g.width));
+  seekTo(g.t0 + f * (g.t1 - g.t0));
 }
 
 async function downloadVideo(kind) {
@@ -510,8 +761,10 @@ async function startLive() {
   const ws = new WebSocket(url, state.apiKey ? ["ferkit", `ferkit.key.${base64url(state.apiKey)}`] : ["ferkit"]);
   const live = { stream, ws, running: true, frames: 0, t0: performance.now(), sent: document.createElement("canvas") };
   state.live = live;
+  const focused = document.activeElement === $("live-start");
   $("live-start").disabled = true;
   $("live-stop").disabled = false;
+  if (focused) $("live-stop").focus();  // a disabled button drops the focus to the page: it goes to Stop instead
   setLiveStatus("Connecting…", "starting");
   ws.onopen = () => { showMessage(""); sendFrame(live); };
   ws.onmessage = (event) => onLiveResult(live, JSON.parse(event.data));
@@ -533,7 +786,8 @@ function sendFrame(live) {
 
 function onLiveResult(live, result) {
   if (result.error) {
-    if (result.status === 401 || result.status === 422) { showMessage(result.error, true); return; }
+    if (result.status === 401) { showMessage(keyRefused().message, true); return; }
+    if (result.status === 422) { showMessage(result.error, true); return; }
     showMessage(`frame ${result.frame}: ${result.error}`, true);
   } else {
     if (!live.running) return;  // an answer that arrived after Stop
@@ -572,8 +826,10 @@ function stopLive() {
   try { live.ws.close(); } catch (e) { /* already closed */ }
   live.stream.getTracks().forEach((t) => t.stop());
   $("live-video").srcObject = null;
+  const focused = document.activeElement === $("live-stop");
   $("live-start").disabled = false;
   $("live-stop").disabled = true;
+  if (focused) $("live-start").focus();
   // No stale picture: the last frame and its faces go, and the status says the camera is off.
   const canvas = $("live-canvas");
   canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
@@ -591,9 +847,27 @@ function base64url(text) {  // UTF-8, base64url without padding: what a WebSocke
 // ------------------------------------------------------------------ wiring
 
 function showTab(name) {
-  for (const b of document.querySelectorAll(".tab-button")) b.classList.toggle("active", b.dataset.tab === name);
+  for (const b of document.querySelectorAll(".tab-button")) {
+    const on = b.dataset.tab === name;
+    b.classList.toggle("active", on);
+    b.setAttribute("aria-selected", String(on));
+    b.tabIndex = on ? 0 : -1;  // one tab stop for the tab list; the arrow keys move within it
+  }
   for (const s of document.querySelectorAll(".tab")) s.hidden = s.id !== `tab-${name}`;
   if (name !== "live") stopLive();
+  if (name === "video") drawTimeline();  // sized to its box, which a hidden tab does not have
+}
+
+// The tab list's keys (WAI-ARIA tabs): Left/Right move to the previous/next tab and show it, Home/End the ends.
+function tabKey(e) {
+  const tabs = Array.from(document.querySelectorAll(".tab-button"));
+  const i = tabs.indexOf(e.target);
+  const to = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: tabs.length - 1 }[e.key];
+  if (i < 0 || to === undefined) return;
+  const tab = tabs[(to + tabs.length) % tabs.length];
+  showTab(tab.dataset.tab);
+  tab.focus();
+  e.preventDefault();
 }
 
 function dropZone(zone, input, handler) {
@@ -609,13 +883,17 @@ function dropZone(zone, input, handler) {
 
 document.addEventListener("DOMContentLoaded", () => {
   for (const b of document.querySelectorAll(".tab-button")) b.addEventListener("click", () => showTab(b.dataset.tab));
+  $("tabs").addEventListener("keydown", tabKey);
+  showTab("photo");
   dropZone($("photo-drop"), $("photo-input"), predictPhoto);
   dropZone($("video-drop"), $("video-input"), uploadVideo);
   $("photo-json").addEventListener("click", () => {
-    if (state.photo) saveBlob(new Blob([JSON.stringify(state.photo, null, 1)], { type: "application/json" }), "ferkit-photo.json");
+    if (!state.photo) return;
+    saveBlob(new Blob([JSON.stringify({ file: state.photoName, ...state.photo }, null, 1)], { type: "application/json" }),
+      photoDownloadName("json"));
   });
   $("photo-csv").addEventListener("click", () => {
-    if (state.photo) saveBlob(new Blob([facesCsv(state.photo.faces.map((face) => ({ face })))], { type: "text/csv" }), "ferkit-photo.csv");
+    if (state.photo) saveBlob(new Blob([facesCsv(state.photo.faces.map((face) => ({ face })))], { type: "text/csv" }), photoDownloadName("csv"));
   });
   // A card and its box light up together: hover (or focus) a card, or hover a box.
   const cards = $("photo-faces");
@@ -632,18 +910,14 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const b of document.querySelectorAll("[data-download]")) b.addEventListener("click", () => downloadVideo(b.dataset.download));
   const player = $("video-player");
   player.addEventListener("play", () => requestAnimationFrame(videoLoop));
-  player.addEventListener("seeked", drawVideoOverlay);
-  player.addEventListener("loadeddata", drawVideoOverlay);
-  player.addEventListener("error", () => showMessage(
-    "This browser cannot play this video's format; the timeline and the downloads still work.", true));
-  $("timeline").addEventListener("click", (e) => {
-    const job = state.video;
-    if (!job || !job.results.length) return;
-    const canvas = e.currentTarget, r = canvas.getBoundingClientRect();
-    const px = ((e.clientX - r.left) * canvas.width) / r.width;
-    const tEnd = job.results[job.results.length - 1].time_s;
-    player.currentTime = Math.max(0, Math.min(tEnd, ((px - 40) / (canvas.width - 150)) * tEnd));
-  });
+  player.addEventListener("seeked", fromClock);
+  player.addEventListener("loadeddata", fromClock);
+  player.addEventListener("error", () => { if (player.getAttribute("src")) showMessage(
+    "This browser cannot play this video's format; the timeline and the downloads still work.", true); });
+  $("video-cancel").addEventListener("click", cancelVideo);
+  $("timeline").addEventListener("click", timelineClick);
+  $("timeline").addEventListener("keydown", timelineKey);
+  new ResizeObserver(() => drawTimeline()).observe($("timeline"));  // a phone turned, a window resized
   $("live-start").addEventListener("click", startLive);
   $("live-stop").addEventListener("click", stopLive);
   $("api-key").value = state.apiKey;

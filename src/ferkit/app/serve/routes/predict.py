@@ -11,10 +11,24 @@ from fastapi import APIRouter, File, Query, Security, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from ferkit.app.serve.auth import require_key
+from ferkit.app.serve.errors import ApiError
+from ferkit.app.serve.limits import sniff_image_format, sniff_video_suffix
 from ferkit.app.serve.schemas import ERRORS, PredictOut
 from ferkit.app.serve.state import Gate, Hub, UploadLimits
 
 router = APIRouter(prefix="/v1", dependencies=[Security(require_key)], responses=ERRORS)
+
+# Video containers by the suffix limits.sniff_video_suffix gives them, as a user would name them.
+_VIDEO_NAMES = {".mp4": "an MP4/MOV", ".avi": "an AVI", ".mkv": "a Matroska/WebM", ".ogv": "an Ogg", ".flv": "an FLV",
+                ".mpg": "an MPEG"}
+
+
+def refuse_video(head: bytes) -> None:
+    """ApiError 415 when ``head`` starts a video container: the answer names the endpoint that takes videos."""
+    kind = _VIDEO_NAMES.get(sniff_video_suffix(head)) if sniff_image_format(head) is None else None  # HEIC is 'ftyp' too
+    if kind is not None:
+        raise ApiError(415, f"the upload is {kind} video, not an image: expected one image (JPEG, PNG, BMP, TIFF, WebP); "
+                            "recognise videos with POST /v1/videos (the Video tab)")
 
 
 @router.post("/predict", response_model=PredictOut, response_model_exclude_unset=True,
@@ -28,7 +42,9 @@ async def predict(hub: Hub, gate: Gate, limits: UploadLimits,
     model_name, det_name = hub.model(model), hub.detector(detector)
 
     def work() -> dict:
-        img = limits.decode(file.file.read())
+        data = file.file.read()
+        refuse_video(data[:64])
+        img = limits.decode(data)
         faces = hub.recognize(img, model_name, det_name)
         out: dict[str, Any] = {"faces": [f.to_dict() for f in faces], "width": img.shape[1], "height": img.shape[0],
                                "model": model_name, "detector": det_name}
