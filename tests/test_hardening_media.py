@@ -285,3 +285,33 @@ def test_data_split_removes_what_a_killed_run_left_and_spares_a_running_one(tmp_
     assert sum(1 for p in out.rglob("*") if p.is_file()) == sum(1 for p in data.rglob("*") if p.is_file())
     assert {p.name for p in tmp_path.iterdir() if ".partial-" in p.name} == {alive.name}
 
+
+
+def test_server_results_name_the_uploaded_file_not_a_server_path(client, tmp_path):
+    """results.jsonl said "source": "/tmp/ferkit-serve-.../input.mp4": a server path, and the upload's name lost."""
+    r = _post_video(client, encode(tmp_path / "my holiday.mp4", clip_frames(12)))
+    assert r.status_code == 202, r.text
+    job = r.json()
+    t0 = time.time()
+    while job["status"] in ("queued", "running"):
+        assert time.time() - t0 < 120, job
+        time.sleep(0.2)
+        job = client.get(f"/v1/videos/{job['id']}", params={"results": "false"}, headers=H).json()
+    assert job["status"] == "done", job
+    lines = (client.app.state.work_dir / job["id"] / "out" / "results.jsonl").read_text().splitlines()
+    sources = {json.loads(line)["source"] for line in lines}
+    assert sources == {"my holiday.mp4"}
+
+
+def test_a_jpeg_named_mp4_is_read_as_the_photo_it_is(tmp_path, capsys, caplog):
+    """A photo saved with a video's name was read as a one-frame video; its content decides now."""
+    photo = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos" / "two_people.jpg"
+    fake = tmp_path / "two_people.mp4"
+    fake.write_bytes(photo.read_bytes())
+    with caplog.at_level(logging.WARNING):
+        assert main(["predict", str(fake), "--out", str(tmp_path / "out"), "--threads", "1"]) == 0
+    assert "a JPEG image named .mp4; reading it as a photo" in caplog.text
+    assert (tmp_path / "out" / "annotated" / "two_people.mp4").exists() or any((tmp_path / "out" / "annotated").iterdir())
+    assert not (tmp_path / "out" / "annotated.mp4").exists()  # no one-frame video
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["faces"] == 2

@@ -299,3 +299,22 @@ def write_image(path: str | Path, img: np.ndarray) -> None:
     if not ok:
         raise ValueError(f"{path}: OpenCV could not encode a {img.shape} image as {path.suffix}")
     buf.tofile(str(path))  # tofile handles non-ASCII paths
+
+
+def sniff_image_format(head: bytes) -> str | None:
+    """The name of the still-image format ``head`` starts with (JPEG, PNG, ...), or None."""
+    if head[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head[:2] == b"BM":
+        return "BMP"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"avif"):
+        return "HEIF/AVIF"
+    return None

@@ -180,6 +180,7 @@ class VideoWorker(_Worker):
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         from ferkit.infer.pipeline import predict_stream
+        from ferkit.infer.sources import VideoSource
 
         s = self.settings
         for source, path in zip(batch["source"], batch["path"]):
@@ -187,7 +188,9 @@ class VideoWorker(_Worker):
             records: list[dict] = []
             frames = 0
             try:
-                for result in predict_stream(str(path), self.recognizer, detect_every=s["detect_every"], track=s["track"],
+                # the run's pixel limit guards video frames as it guards images, checked from the header
+                video = VideoSource(Path(str(path)), max_pixels=s["max_pixels"])
+                for result in predict_stream(video, self.recognizer, detect_every=s["detect_every"], track=s["track"],
                                              smooth=s["smooth"], max_frames=s["max_frames"], batch_frames=4,
                                              keep_images=False):
                     result.source = source  # the name the user gave, as `ferkit predict` writes it

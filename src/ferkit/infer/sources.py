@@ -24,7 +24,8 @@ import cv2
 import numpy as np
 
 from ferkit.errors import UsageError
-from ferkit.imageio import IMAGE_EXTENSIONS, ImageReadError, check_pixels, current_max_pixels, is_image_file, read_bgr
+from ferkit.imageio import (IMAGE_EXTENSIONS, ImageReadError, check_pixels, current_max_pixels, is_image_file, read_bgr,
+                            sniff_image_format)
 
 log = logging.getLogger(__name__)
 
@@ -272,9 +273,10 @@ class VideoSource(_CaptureSource):
 
     kind = "video"
 
-    def __init__(self, path: Path, max_pixels: int | None = None):
+    def __init__(self, path: Path, max_pixels: int | None = None, label: str | None = None):
         self.path = path
         self.name = str(path)
+        self.label = label or str(path)  # the frames' ``source``: e.g. the server's jobs give the uploaded file's name
         self.max_pixels = current_max_pixels() if max_pixels is None else max_pixels
         if path.stat().st_size == 0:
             raise ValueError(f"{path}: empty file (0 bytes); expected a video")
@@ -307,7 +309,7 @@ class VideoSource(_CaptureSource):
                     break
                 t = _timestamp(cap, index, self.fps, last_t)
                 last_t = t
-                yield Frame(img, index, t, str(self.path), self.path, self.path.name)
+                yield Frame(img, index, t, self.label, self.path, self.path.name)
                 index += 1
         finally:
             cap.release()
@@ -417,4 +419,10 @@ def open_source(spec: str | int | Path, exclude: list[str | Path] | None = None)
                                 "a webcam index or a stream URL)")
     if is_image_file(path):
         return ImageSource(path)
+    if path.is_file():  # content decides, not the name: a photo saved as .mp4 is read as the photo it is
+        with open(path, "rb") as fh:
+            kind = sniff_image_format(fh.read(16))
+        if kind is not None and kind != "GIF":  # an (animated) GIF is read frame by frame, as a video
+            log.warning("%s: a %s image named %s; reading it as a photo", path, kind, path.suffix or "without a suffix")
+            return ImageSource(path)
     return VideoSource(path)

@@ -55,6 +55,7 @@ class VideoJob:
     width: int | None = None
     height: int | None = None
     frames_total: int | None = None
+    name: str = "upload"  # the uploaded file's own name: the ``source`` of its results (never a server path)
     status: str = "queued"  # queued -> running -> done | failed | cancelled
     frames_done: int = 0
     error: str | None = None
@@ -101,7 +102,7 @@ class VideoJobs:
         self._thread = threading.Thread(target=self._worker, name="ferkit-video-jobs", daemon=True)
         self._thread.start()
 
-    def create(self, upload: BinaryIO, model: str, detector: str, options: dict) -> VideoJob:
+    def create(self, upload: BinaryIO, model: str, detector: str, options: dict, name: str | None = None) -> VideoJob:
         """Copy ``upload`` into a new job folder, check it is a video within :attr:`limits`, queue it.
 
         ``options``: ``detect_every`` and ``smooth``, as :func:`~ferkit.infer.pipeline.run_predict` takes them.
@@ -150,7 +151,8 @@ class VideoJobs:
             shutil.rmtree(job_dir, ignore_errors=True)
             raise
         job = VideoJob(job_id, job_dir, path, model, detector, options, list(self.hub.recognizers[model].label_names),
-                       fps=src.fps, width=w, height=h, frames_total=src.frame_count)
+                       fps=src.fps, width=w, height=h, frames_total=src.frame_count,
+                       name=Path(name).name if name else "upload")
         with self._lock:
             self._jobs[job_id] = job
         self._queue.put(job_id)
@@ -221,6 +223,7 @@ class VideoJobs:
 
     def _run(self, job: VideoJob) -> None:
         from ferkit.infer.pipeline import FALLBACK_FPS, run_predict
+        from ferkit.infer.sources import VideoSource
 
         job.status = "running"
         rec = self.hub.recognizer(job.model, self.hub.new_detector(job.detector))
@@ -244,7 +247,8 @@ class VideoJobs:
                     if job.cancel.is_set():
                         raise _Cancelled()
 
-                job.summary = run_predict(job.input, job.out, recognizer=rec, model=job.model,
+                src = VideoSource(job.input, max_pixels=self.limits.max_pixels, label=job.name)
+                job.summary = run_predict(src, job.out, recognizer=rec, model=job.model,
                                           detect_every=job.options["detect_every"], smooth=job.options["smooth"],
                                           on_frame=on_frame, overwrite=True)
             faces_csv(job.out / "results.jsonl", job.out / "faces.csv", job.labels)

@@ -28,6 +28,7 @@ import numpy as np
 from starlette.types import ASGIApp
 
 from ferkit.app.serve.errors import ApiError, ServerBusy
+from ferkit.imageio import sniff_image_format  # noqa: F401  (re-exported: what an upload's first bytes say)
 
 DEFAULT_MAX_UPLOAD_MB = 20.0  # one photo or one live frame
 DEFAULT_MAX_VIDEO_MB = 200.0
@@ -189,25 +190,6 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ upload types
-
-
-def sniff_image_format(head: bytes) -> str | None:
-    """The name of the still-image format ``head`` starts with (JPEG, PNG, ...), or None."""
-    if head[:3] == b"\xff\xd8\xff":
-        return "JPEG"
-    if head[:8] == b"\x89PNG\r\n\x1a\n":
-        return "PNG"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    if head[:2] == b"BM":
-        return "BMP"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WebP"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "TIFF"
-    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"avif"):
-        return "HEIF/AVIF"
-    return None
 
 
 def sniff_video_suffix(head: bytes) -> str:

@@ -46,7 +46,8 @@ def create_video(request: Request, hub: Hub, jobs: Jobs,
                  detect_every: int = Query(1, ge=1, le=30, description="run the detector on every N-th frame"),
                  smooth: float = Query(0.6, ge=0.0, lt=1.0, description="probability smoothing per track (0: off)")) -> dict:
     model_name, det_name = hub.model(model), hub.detector(detector)
-    job = jobs.create(file.file, model_name, det_name, {"detect_every": detect_every, "smooth": smooth or None})
+    job = jobs.create(file.file, model_name, det_name, {"detect_every": detect_every, "smooth": smooth or None},
+                      name=file.filename)
     return job_view(job, request, results=False)
 
 
