@@ -88,6 +88,47 @@ def reset_peak_memory(pid: int) -> bool:
         return False
 
 
+def oversized_video(path: Path, side: int = 8000, frames: int = 2) -> Path:
+    """A small MJPEG .mov whose frames are ``side`` x ``side`` black pixels (64 MP by default: over the server's
+    40 MP limit), a few hundred KB on disk; decoding one frame would take about ``side**2 * 3`` bytes."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mjpeg", rate=25)
+        stream.width = stream.height = side
+        stream.pix_fmt = "yuvj420p"
+        black = av.VideoFrame.from_ndarray(np.zeros((side, side, 3), np.uint8), format="rgb24")
+        for _ in range(frames):
+            for packet in stream.encode(black):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def video_burst(url: str, video: Path, n: int, headers: dict) -> dict:
+    """``n`` concurrent POST /v1/videos of ``video``: status codes and the first error message."""
+    data = video.read_bytes()
+    codes: list[int] = []
+    first_error: list[str] = []
+
+    def one() -> None:
+        with httpx.Client(base_url=url, timeout=120, headers=headers) as c:
+            r = c.post("/v1/videos", files={"file": (video.name, data, "video/quicktime")})
+            codes.append(r.status_code)
+            if r.status_code >= 400 and not first_error:
+                first_error.append(r.json().get("error", r.text)[:200])
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"uploads": n, "bytes_each": len(data), "status_codes": {str(c): codes.count(c) for c in sorted(set(codes))},
+            "error": first_error[0] if first_error else None, "seconds": round(time.perf_counter() - t0, 2)}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -212,7 +253,12 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5, help="requests sent before timing")
     ap.add_argument("--max-seconds", type=float, default=600, help="stop the load after this long, whatever is left")
     ap.add_argument("--json", help="also write the result here")
+    ap.add_argument("--video-burst", type=int, default=0, metavar="N",
+                    help="instead of the photo load: N concurrent uploads of a small video whose frames are over the "
+                         "server's pixel limit (8000x8000), reporting the status codes and the server's peak memory")
     args = ap.parse_args()
+    if args.video_burst:
+        return video_burst_main(args)
     if args.clients < 1 or args.requests < 1:
         raise SystemExit("--clients and --requests must be at least 1")
     try:
@@ -286,6 +332,38 @@ def main() -> None:
         print(f"  error: {e}")
     if lat.get("p95") is not None:
         print(f"target p95 < 200 ms and no errors: {'met' if lat['p95'] < 200 and not result['errors'] else 'NOT met'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+def video_burst_main(args) -> None:
+    """The --video-burst run: what a burst of oversized videos costs the server (they are refused from their headers)."""
+    import tempfile
+
+    proc, url = start_server(args) if not args.url else (None, args.url.rstrip("/"))
+    pid = proc.pid if proc is not None else args.server_pid
+    headers = {"X-API-Key": args.api_key} if args.api_key else {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            video = oversized_video(Path(tmp) / "oversized.mov")
+            reset = pid is not None and reset_peak_memory(pid)
+            before = read_memory_mb(pid) if pid is not None else None
+            result = video_burst(url, video, args.video_burst, headers)
+            after = read_memory_mb(pid) if pid is not None else None
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+    result["server_memory_mb"] = ({"before": before["rss"], "peak": after["peak"], "after": after["rss"],
+                                   "peak_of": "the burst" if reset else "the server's whole life"}
+                                  if before and after else None)
+    result["load_average_1min"] = round(os.getloadavg()[0], 2)
+    print(f"{result['uploads']} concurrent uploads of a {result['bytes_each']:,}-byte video of 8000x8000 frames: "
+          f"status {result['status_codes']} in {result['seconds']} s; first error: {result['error']}")
+    mem = result["server_memory_mb"]
+    if mem:
+        print(f"server memory: {mem['before']:.0f} MB before, peak {mem['peak']:.0f} MB during {mem['peak_of']}, "
+              f"{mem['after']:.0f} MB after (one decoded frame would be {8000 * 8000 * 3 / 2**20:.0f} MB)")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 
