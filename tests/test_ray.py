@@ -158,3 +158,43 @@ def test_usage_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     with pytest.raises(UsageError, match=r'pip install -e "\.\[ray\]"'):
         distributed.import_ray()
+
+
+def test_a_terminated_ray_run_leaves_no_ray_process_behind(tmp_path):
+    """`ferkit predict --engine ray` stopped with SIGTERM (what `timeout`, Docker and systemd send) mid-run: the
+    local Ray cluster it started (GCS server, raylet, their agents) goes with it."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    pytest.importorskip("ray")
+
+    def ray_pids() -> set[int]:
+        out = subprocess.run(["pgrep", "-f", "ray/core/src/ray|ray::|dashboard_agent|runtime_env_agent"],
+                             capture_output=True, text=True, check=False).stdout
+        return {int(p) for p in out.split()} - {os.getpid()}
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(60):
+        shutil.copyfile(PHOTOS / "two_people.jpg", src / f"p{i:02d}.jpg")
+    before = ray_pids()
+    proc = subprocess.Popen([sys.executable, "-m", "ferkit.app.cli", "predict", str(src), "--engine", "ray", "--workers", "1",
+                             "--out", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.time()
+        while not (ray_pids() - before):  # the cluster is up
+            assert proc.poll() is None and time.time() - t0 < 120, proc.stderr.read() if proc.poll() is not None else "slow"
+            time.sleep(0.5)
+        ours = ray_pids() - before
+        time.sleep(3)  # mid-run
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    t0 = time.time()
+    while ours & ray_pids() and time.time() - t0 < 30:
+        time.sleep(0.5)
+    assert not ours & ray_pids(), f"left behind: {sorted(ours & ray_pids())}"
