@@ -88,7 +88,9 @@ def test_onnx_equals_pytorch_on_real_faces(exported, reference):
     got = clf(x.numpy())
     assert got.shape == logits.shape
     assert np.abs(got - logits).max() < 1e-4
-    assert np.abs(clf.probs(x) - _softmax(logits)).max() < 1e-4
+    # probabilities at the model's temperature, carried in the file's metadata
+    assert clf.preprocess.temperature == pre.temperature and pre.temperature != 1.0
+    assert np.abs(clf.probs(x) - _softmax(logits / pre.temperature)).max() < 1e-4
     assert (got.argmax(1) == logits.argmax(1)).all()
     # Dynamic batch axis: one face at a time gives the same numbers.
     assert np.abs(clf(x[:1].numpy()) - logits[:1]).max() < 1e-4
@@ -181,7 +183,7 @@ def test_int8_export_is_calibrated_on_real_faces_and_agrees_with_the_float_model
     # torch's and NumPy's normalisation differ in the last float bit; the int8 model must not care.
     u8 = np.rint((x.numpy()[:, 0] * pre.std[0] + pre.mean[0]) * 255).astype(np.uint8)
     assert (clf(pre.to_array(u8)).argmax(1) == got.argmax(1)).all()
-    diff = np.abs(clf.probs(x) - _softmax(logits)).sum(1) / 2  # total variation distance per face, in [0, 1]
+    diff = np.abs(clf.probs(x) - _softmax(logits / pre.temperature)).sum(1) / 2  # total variation distance per face
     assert np.median(diff) < 0.1 and diff.mean() < 0.15, (np.median(diff), diff.mean())  # 64 images: 0.06, 0.09
     assert 0 < np.abs(got - logits).max()
     # The Recognizer runs it like any ONNX file.
