@@ -21,33 +21,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferkit.engine.checkpoint import (
-    build_from_checkpoint,
-    ensemble_checkpoint,
-    ensemble_members,
-    export_weights,
-    load_checkpoint,
-    model_digest,
-)
+from ferkit.engine.checkpoint import ensemble_checkpoint, export_weights
+from ferkit.engine.classify import META_MODEL, META_PREPROCESS, ModelRef, OnnxClassifier  # noqa: F401 (public here too)
 from ferkit.engine.preprocess import Preprocess
-from ferkit.runtime import ort_session_options
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript", "checkpoint")
-META_PREPROCESS = "ferkit.preprocess"
-META_MODEL = "ferkit.model"
 TS_PREPROCESS = "ferkit_preprocess.json"
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
-def _load(model_spec: str | Path) -> tuple[torch.nn.Module, Preprocess, dict]:
-    ckpt = load_checkpoint(model_spec)
-    model, pre = build_from_checkpoint(ckpt)
-    cfg = ckpt.get("config") or {}
+def _load(model_spec: str | Path | ModelRef) -> tuple[torch.nn.Module, Preprocess, dict]:
+    ref = ModelRef.resolve(model_spec)
+    if ref.kind == "onnx":
+        raise ValueError(f"{ref.path}: already an ONNX file; export from the ferkit checkpoint it was made from")
+    model, pre = ref.build("cpu")
+    cfg = ref.config
     # Which data and splits it learned from, so `ferkit eval` can say what a figure on an exported file means.
     trained_on = {k: cfg[k] for k in ("data", "train_split", "val_split") if cfg.get(k)}
-    return model.eval(), pre, dict(ckpt["model"]) | {"trained_on": trained_on}
+    return model, pre, dict(ref.checkpoint["model"]) | {"trained_on": trained_on}
 
 
 def _example(pre: Preprocess, n: int = 2) -> torch.Tensor:
@@ -89,7 +82,7 @@ def _stamp(proto, pre: Preprocess, spec: dict) -> None:
     proto.doc_string = f"ferkit {spec['name']}{int8}: facial-expression logits over {', '.join(pre.label_names)}"
 
 
-def export_onnx(model_spec: str | Path, path: str | Path, opset: int | None = None) -> Path:
+def export_onnx(model_spec: str | Path | ModelRef, path: str | Path, opset: int | None = None) -> Path:
     """Write ``model_spec`` ("default", a checkpoint or a run folder) as ONNX to ``path``; returns ``path``.
 
     Uses torch's ``torch.export``-based exporter (``dynamo=True``, needs
@@ -152,7 +145,8 @@ def export_onnx_int8(model_spec: str | Path, path: str | Path, calib_images: np.
     if calib_images.dtype != np.uint8 or calib_images.ndim not in (3, 4) or not len(calib_images):
         raise ValueError("calib_images: expected uint8 face crops (N, H, W[, 3]) with N > 0, "
                          f"got {calib_images.dtype} {calib_images.shape}")
-    _, pre, spec = _load(model_spec)
+    ref = ModelRef.resolve(model_spec)  # once: the export below and the digest stamped name the same file
+    _, pre, spec = _load(ref)
     batch = pre.to_array(pre.prepare_images(calib_images))
 
     class Reader(CalibrationDataReader):
@@ -166,7 +160,7 @@ def export_onnx_int8(model_spec: str | Path, path: str | Path, calib_images: np.
     path = Path(path)
     tmps = [_tmp_beside(path) for _ in range(3)]
     try:
-        export_onnx(model_spec, tmps[0], opset)
+        export_onnx(ref, tmps[0], opset)
         quant_pre_process(str(tmps[0]), str(tmps[1]))  # shape inference and graph folding, which quantization needs
         calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                      "entropy": CalibrationMethod.Entropy}[method]
@@ -175,8 +169,8 @@ def export_onnx_int8(model_spec: str | Path, path: str | Path, calib_images: np.
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate,
                         reduce_range=reduce_range, nodes_to_exclude=first)  # the layer reading the image stays float
         proto = onnx.load(str(tmps[2]))
-        quant = {"dtype": "int8", "method": method, "calibration_images": int(len(batch)),
-                 "weight_bits": 7 if reduce_range else 8, "source_sha256": model_digest(model_spec)}
+        quant = {"dtype": "int8", "method": method, "calibration_images": len(batch),
+                 "weight_bits": 7 if reduce_range else 8, "source_sha256": ref.digest}
         _stamp(proto, pre, spec | {"quantized": quant})
         onnx.save(proto, str(tmps[2]))
         os.replace(tmps[2], path)
@@ -223,13 +217,13 @@ def export_checkpoint(model_spec: str | Path, path: str | Path, member_weights: 
     """Write ``model_spec`` as an inference-only ferkit checkpoint (no training state): a run folder's best
     weights as one file, or an ensemble given as ``"a,b,c"`` as one checkpoint that loads like any model,
     its members' probabilities weighted by ``member_weights`` (default: equally)."""
-    members = ensemble_members(model_spec)
+    ref = ModelRef.resolve(model_spec)
     if member_weights is not None:
-        if members is None or len(members) != len(member_weights):
-            raise ValueError(f"member weights {member_weights} need an ensemble of as many models (a,b,...), got {model_spec!r}")
-        ckpt = ensemble_checkpoint([load_checkpoint(m) for m in members], member_weights)
+        if len(ref.members) != len(member_weights):
+            raise ValueError(f"member weights {member_weights} need an ensemble of as many models (a,b,...), got {ref.spec!r}")
+        ckpt = ensemble_checkpoint([m.checkpoint for m in ref.members], member_weights)
     else:
-        ckpt = load_checkpoint(model_spec)
+        ckpt = ref.checkpoint
     export_weights(ckpt, path)
     return Path(path)
 
@@ -251,78 +245,3 @@ def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, Preproce
     if not extra[TS_PREPROCESS]:
         raise ValueError(f"{path}: TorchScript file without {TS_PREPROCESS}; was it exported by ferkit?")
     return module.eval(), Preprocess.from_dict(json.loads(extra[TS_PREPROCESS]))
-
-
-class OnnxClassifier:
-    """An exported ferkit model run by ONNX Runtime.
-
-    ``OnnxClassifier(path)(x)`` maps a normalised float batch ``(N, C, S, S)``
-    (``self.preprocess.to_tensor(...)``) to logits ``(N, K)``; :meth:`probs`
-    gives calibrated softmax probabilities (the metadata's temperature), also for uint8 face crops as
-    ``preprocess.prepare_images`` gives them, which makes it a
-    :class:`~ferkit.infer.recognizer.Classifier`. ``threads`` sets ONNX
-    Runtime's intra-op threads (None: one per core this process may use, see
-    :func:`ferkit.runtime.ort_session_options`). ``spinning=False`` makes idle
-    worker threads sleep instead of busy-waiting: in a video loop the face
-    detector's OpenCV threads run between classifier calls, and spinning
-    workers steal their cores (measured on 2 cores: 2-4x fewer frames/s).
-    """
-
-    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None,
-                 spinning: bool = False):
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: no such ONNX model file")
-        opts = ort_session_options(threads, spinning)
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts,
-                                                providers=providers or ["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
-            raise ValueError(f"{self.path}: not a loadable ONNX model ({exc.__class__.__name__}: {exc})") from exc
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if META_PREPROCESS not in meta:
-            raise ValueError(f"{self.path}: ONNX model has no '{META_PREPROCESS}' metadata; export it with `ferkit export`")
-        self.preprocess = Preprocess.from_dict(json.loads(meta[META_PREPROCESS]))
-        self.model_spec = json.loads(meta.get(META_MODEL, "{}"))
-        self.input_name = self.session.get_inputs()[0].name
-
-    @property
-    def label_names(self) -> tuple[str, ...]:
-        return self.preprocess.label_names
-
-    def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Logits ``(N, K)`` float32 for a normalised float batch ``(N, C, S, S)``."""
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
-
-    def as_module(self) -> torch.nn.Module:
-        """This classifier as a torch module (CPU, inference only), for code written for torch models."""
-        return OnnxModule(self)
-
-    def probs(self, batch: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Softmax probabilities ``(N, K)`` float32.
-
-        ``batch``: uint8 face crops ``(N, S, S[, 3])``, normalised here with ``Preprocess.to_array``
-        (the Recognizer's input), or a float batch already normalised ``(N, C, S, S)`` as :meth:`__call__` takes.
-        """
-        if batch.dtype in (np.uint8, torch.uint8):
-            batch = self.preprocess.to_array(np.asarray(batch))  # (N, C, S, S), float32, normalised
-        return self.preprocess.probs(self(batch))  # calibrated: softmax(logits / temperature) from the metadata
-
-
-class OnnxModule(torch.nn.Module):
-    """An :class:`OnnxClassifier` behind the ``nn.Module`` call: float tensor ``(N, C, S, S)`` in, logits out.
-
-    Lets :func:`ferkit.engine.evaluate.evaluate` score an exported (e.g. int8) file exactly as it
-    scores a checkpoint. CPU only; autocast does not reach ONNX Runtime, which takes float32.
-    """
-
-    def __init__(self, classifier: OnnxClassifier):
-        super().__init__()
-        self.classifier = classifier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.classifier(x.float()))
