@@ -1,14 +1,40 @@
-"""Optimizer and learning-rate schedule factories (name -> constructor), with clear errors."""
+"""Optimizer and learning-rate schedule factories (name -> constructor), with clear errors.
+
+Below :mod:`ferkit.engine.config`: the config validates its optimizer and schedule by building them here, so this
+module takes any object with the settings of :class:`OptimSettings` (a ``TrainConfig`` has them all) and never
+imports the config.
+"""
 
 from __future__ import annotations
 
 import copy
 import difflib
+from typing import Protocol
 
 import torch
 from torch import nn
 
-from ferkit.engine.config import TrainConfig
+
+class OptimSettings(Protocol):
+    """The settings the optimizer and schedule read (the fields of ``TrainConfig`` of the same names)."""
+
+    optimizer: str
+    lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    head_lr_mult: float
+    scheduler: str
+    epochs: int
+    warmup_epochs: float
+    step_size: int
+    gamma: float
+    milestones: list
+    plateau_patience: int
+    plateau_factor: float
+    restart_period: int
+    restart_mult: int
+    min_lr: float
 
 
 def _unknown(kind: str, name: str, valid) -> ValueError:
@@ -29,7 +55,7 @@ OPTIMIZERS = {
 }
 
 
-def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+def param_groups(model: nn.Module, cfg: OptimSettings) -> list[dict]:
     """Two groups: the head (lr x head_lr_mult) and the rest; no weight decay on norms and biases."""
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
@@ -45,7 +71,7 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     return out
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: OptimSettings) -> torch.optim.Optimizer:
     name = cfg.optimizer.lower()
     if name not in OPTIMIZERS:
         raise _unknown("optimizer", cfg.optimizer, OPTIMIZERS)
@@ -55,10 +81,10 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 class Schedule:
     """Wraps a torch LR scheduler with optional linear warm-up; knows whether it steps per batch or per epoch."""
 
-    def __init__(self, opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    def __init__(self, opt: torch.optim.Optimizer, cfg: OptimSettings, steps_per_epoch: int):
         name = cfg.scheduler.lower()
         self.opt, self.cfg, self.spe = opt, cfg, steps_per_epoch
-        self.warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+        self.warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
         self.per_batch = name in ("cosine", "warm_restarts", "onecycle")
         total = cfg.epochs * steps_per_epoch
         builders = {
