@@ -81,7 +81,7 @@ def build_data(cfg: TrainConfig) -> TrainData:
         label_names=data.label_names,
     )
     if cfg.init_from:  # a fine-tuning stage keeps the face crop its starting model was calibrated for (not its temperature)
-        start = Preprocess.from_dict(ckpt_io.load_checkpoint(cfg.init_from)["preprocess"])
+        start = Preprocess.from_dict(ckpt_io.load_checkpoint(resolve_init_from(cfg))["preprocess"])
         if (start.input_size, start.channels) == (pre.input_size, pre.channels):
             pre.crop_margin = start.crop_margin
             pre.crop_geometry = {d: {k: v for k, v in g.items() if k != "temperature"} for d, g in start.crop_geometry.items()}
@@ -118,9 +118,24 @@ def build_model(cfg: TrainConfig, pre: Preprocess, num_classes: int, device: tor
     return model, net, ema
 
 
+def resolve_init_from(cfg: TrainConfig) -> str:
+    """What :func:`~ferkit.engine.checkpoint.load_checkpoint` takes for ``cfg.init_from``; a shipped model must match
+    its pin (:func:`~ferkit.engine.checkpoint.resolve_pinned`), and ``cfg.init_from`` becomes ``name@<full sha256>``
+    of the file used, so config.yaml and every checkpoint of the run record it. A bare shipped name (a config from
+    before pins, e.g. a resumed run) is taken as ``@latest``, with a warning."""
+    spec, digest = ckpt_io.resolve_pinned(cfg.init_from, "init_from", legacy_ok=True)
+    if digest is not None:
+        if "@" not in cfg.init_from:
+            log.warning("init_from=%s: a shipped model without a pin, taken as %s@%s (the file that ships today)",
+                        cfg.init_from, spec, ckpt_io.PIN_LATEST)
+        cfg.init_from = f"{spec}@{digest}"
+    return spec
+
+
 def init_from(model: nn.Module, spec: str) -> None:
-    """Start from another checkpoint's weights; layers whose shapes differ (a new head) stay fresh."""
-    src = ckpt_io.load_checkpoint(spec)["state_dict"]
+    """Start from another checkpoint's weights (``spec``: a path, run folder or pinned shipped model); layers whose
+    shapes differ (a new head) stay fresh."""
+    src = ckpt_io.load_checkpoint(ckpt_io.resolve_pinned(spec, "init_from", legacy_ok=True)[0])["state_dict"]
     own = model.state_dict()
     ok = {k: v.float() if v.is_floating_point() else v for k, v in src.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(ok, strict=False)

@@ -106,6 +106,48 @@ def model_digest(spec: str | Path) -> str:
     return hashlib.sha256(",".join(model_digest(m) for m in members).encode()).hexdigest()
 
 
+PIN_LATEST = "latest"  # ``default@latest``: whatever file ships, said explicitly
+PIN_HEX = 12  # a pin gives at least this many hex digits of the file's sha256
+
+
+def pinned_spelling(name: str) -> str:
+    """``name@<first 12 hex of its sha256>``: how a setting names the shipped model ``name`` as it ships today."""
+    return f"{name}@{model_digest(name)[:PIN_HEX]}"
+
+
+def resolve_pinned(spec: str | Path, key: str = "init_from", legacy_ok: bool = False) -> tuple[str, str | None]:
+    """``(what load_checkpoint takes, sha256 of the shipped file or None)`` for a setting that names a starting model.
+
+    A checkpoint file or run folder passes through (digest None). A shipped model (:data:`SHIPPED_MODELS`) must be
+    pinned: ``default@<12+ hex of its sha256>``, refused with both digests when the shipped file differs, or
+    ``default@latest`` for whatever ships. A bare ``default`` is refused with the pinned spelling of today's file,
+    unless ``legacy_ok`` (a run configured before pins, resumed): then it is taken as ``@latest``.
+    """
+    text = str(spec)
+    name, sep, pin = text.rpartition("@")
+    if not sep or Path(text).exists() or name not in SHIPPED_MODELS:
+        if text not in SHIPPED_MODELS:
+            return text, None  # a checkpoint file or run folder (load_checkpoint says if it is neither)
+        if not legacy_ok:
+            raise ValueError(f"{key}={text} names the shipped {text!r} model, which changes whenever ferkit ships a new "
+                             f"one: pin today's file by its digest, {key}={pinned_spelling(text)}, or say "
+                             f"{key}={text}@{PIN_LATEST} to take whatever ships")
+        name, pin = text, PIN_LATEST
+    digest = model_digest(name)
+    if pin == PIN_LATEST:
+        return name, digest
+    if len(pin) < PIN_HEX or not re.fullmatch(r"[0-9a-fA-F]+", pin):
+        raise ValueError(f"{key}={text}: after '@' give {PIN_HEX} or more hex digits of the shipped file's sha256 "
+                         f"(today {key}={pinned_spelling(name)}) or {PIN_LATEST!r}")
+    if not digest.startswith(pin.lower()):
+        raise ValueError(f"{key}={text}: the shipped {name!r} model ({SHIPPED_MODELS[name].name}) has sha256 "
+                         f"{digest[:PIN_HEX]}..., not the pinned {pin}...: this ferkit ships another file than the one "
+                         f"the setting was written for. To start from today's file, set {key}={pinned_spelling(name)} "
+                         f"(or {key}={name}@{PIN_LATEST}); to reproduce the pinned run, give {key}=PATH of a file whose "
+                         f"sha256 starts with {pin} (e.g. from the ferkit version that shipped it)")
+    return name, digest
+
+
 def load_checkpoint(spec: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint dict as data (``weights_only``); a file that holds code or other objects is refused,
     and so is one whose preprocessing or model description is out of range (:func:`check_contents`).

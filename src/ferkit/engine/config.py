@@ -48,7 +48,9 @@ class TrainConfig:
     input_size: int = 0  # 0: the model's registered input size
     mean: list = field(default_factory=list)  # empty: 0.5 / 0.25 per channel (ImageNet stats for pretrained)
     std: list = field(default_factory=list)
-    init_from: str | None = None  # checkpoint or run folder to start from (a fine-tuning stage)
+    init_from: str | None = None  # checkpoint or run folder to start from (a fine-tuning stage), or a shipped model
+    # pinned by its digest, default@<12+ hex of its sha256>, or default@latest (bare "default" is refused); a run
+    # records the file it started from as name@<full sha256>
     # --- optimisation
     epochs: int = 30
     batch_size: int = 128
@@ -98,7 +100,7 @@ class TrainConfig:
 
     def validate(self, check_data: bool = False) -> TrainConfig:
         """Check what the dataclass cannot: optimizer, schedule, model and its kwargs, augmentation, amp, TTA,
-        numbers in range, and (``check_data``) that the dataset exists. Cheap: models are built on the ``meta``
+        the pin of a shipped ``init_from``, numbers in range, and (``check_data``) that the dataset exists. Cheap: models are built on the ``meta``
         device and nothing is read. Raises ValueError / FileNotFoundError naming the bad value and the valid ones;
         returns ``self``. :func:`load_config` calls it, so a bad setting fails before any data is read."""
         import inspect
@@ -107,6 +109,7 @@ class TrainConfig:
         from torch import nn
 
         from ferkit.data.augment import TTA_VIEWS, AugmentConfig
+        from ferkit.engine.checkpoint import resolve_pinned
         from ferkit.engine.optim import Schedule, build_optimizer
         from ferkit.models.registry import model_info
         from ferkit.runtime import autocast_dtype
@@ -127,6 +130,8 @@ class TrainConfig:
             with torch.device("meta"):
                 info.fn(num_classes=7, in_chans=self.channels or (3 if info.family == "pretrained" else 1), **self.model_kwargs)
         Schedule(build_optimizer(nn.Linear(1, 1), self), self, steps_per_epoch=1)
+        if self.init_from:
+            resolve_pinned(self.init_from, "init_from")  # a shipped model named by its digest or @latest, never bare
         AugmentConfig.from_spec(self.augment)
         autocast_dtype(self.amp, torch.device("cpu"))
         for key in ("tta", "distill_tta"):
