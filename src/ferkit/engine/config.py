@@ -100,7 +100,8 @@ class TrainConfig:
 
     def validate(self, check_data: bool = False) -> TrainConfig:
         """Check what the dataclass cannot: optimizer, schedule, model and its kwargs, augmentation, amp, TTA,
-        the pin of a shipped ``init_from``, numbers in range, and (``check_data``) that the dataset exists. Cheap: models are built on the ``meta``
+        the pin of a shipped ``init_from`` (then written ``name@<full sha256>``: the resolved config names the file),
+        numbers in range, and (``check_data``) that the dataset exists. Cheap: models are built on the ``meta``
         device and nothing is read. Raises ValueError / FileNotFoundError naming the bad value and the valid ones;
         returns ``self``. :func:`load_config` calls it, so a bad setting fails before any data is read."""
         import inspect
@@ -130,8 +131,10 @@ class TrainConfig:
             with torch.device("meta"):
                 info.fn(num_classes=7, in_chans=self.channels or (3 if info.family == "pretrained" else 1), **self.model_kwargs)
         Schedule(build_optimizer(nn.Linear(1, 1), self), self, steps_per_epoch=1)
-        if self.init_from:
-            resolve_pinned(self.init_from, "init_from")  # a shipped model named by its digest or @latest, never bare
+        if self.init_from:  # a shipped model named by its digest or @latest, never bare; kept as name@<full sha256>
+            name, digest = resolve_pinned(self.init_from, "init_from")
+            if digest is not None:
+                self.init_from = f"{name}@{digest}"
         AugmentConfig.from_spec(self.augment)
         autocast_dtype(self.amp, torch.device("cpu"))
         for key in ("tta", "distill_tta"):
