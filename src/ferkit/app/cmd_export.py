@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ferkit.app.args import add_model
+from ferkit.app.args import add_model, probability
 
 
 def register(sub, formatter) -> None:
@@ -25,15 +25,29 @@ def register(sub, formatter) -> None:
         "An ensemble (several models joined by commas; it averages their probabilities) exports to one file:\n"
         "  ferkit export --model runs/a,runs/b,runs/c --format onnx --out ensemble.onnx\n"
         "  ferkit export --model runs/a,runs/b,runs/c --format checkpoint --out ensemble.pt   # --model ensemble.pt\n"
-        "  ferkit export --model default,ferplus --member-weights 0.75,0.25 --format checkpoint --out weighted.pt",
+        "  ferkit export --model default,ferplus --member-weights 0.75,0.25 --format checkpoint --out weighted.pt\n"
+        "Weight interpolation (WiSE-FT) and weight soups average the weights of fine-tunings of one model into one\n"
+        "model of the same size (a checkpoint; export that to ONNX afterwards):\n"
+        "  ferkit export --interpolate stage3.pt,runs/robust --alpha 0.25 --out model.pt   # 0.75 A + 0.25 B\n"
+        "  ferkit export --interpolate runs/a,runs/b,runs/c --out soup.pt                  # the mean of the three",
     )
     add_model(p)
-    p.add_argument("--format", "-f", dest="fmt", choices=("onnx", "torchscript", "checkpoint"), default="onnx",
-                   help="output format (checkpoint: an inference-only ferkit .pt file, e.g. of an ensemble)")
+    p.add_argument("--format", "-f", dest="fmt", choices=("onnx", "torchscript", "checkpoint"),
+                   help="output format (checkpoint: an inference-only ferkit .pt file, e.g. of an ensemble); if not "
+                        "given, onnx (checkpoint with --interpolate)")
     p.add_argument("--out", "-o", required=True, help="output file, e.g. model.onnx or model.pt")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--member-weights", metavar="W,W,...",
                    help="with --format checkpoint and an ensemble: each member's weight in the average, e.g. 0.75,0.25")
+    w = p.add_argument_group("weight interpolation and soups (writes a checkpoint; --model is not used)")
+    w.add_argument("--interpolate", metavar="A,B[,C...]",
+                   help="average the weights of these models (same architecture, classes and input): with --alpha, "
+                        "(1 - alpha) A + alpha B; without, the plain mean of all (a uniform soup). The result keeps the "
+                        "last model's preprocessing and config")
+    w.add_argument("--alpha", type=probability, metavar="W",
+                   help="with two models: the weight of the SECOND (B); 0 gives A's weights, 1 B's, e.g. 0.25 for a "
+                        "model mostly A, moved a quarter of the way towards its fine-tune B")
+    w.add_argument("--half", action="store_true", help="store the weights as float16 (as the shipped default.pt)")
     q = p.add_argument_group("int8 quantization (ONNX only)")
     q.add_argument("--int8", action="store_true", help="write an int8 model (static quantization, calibrated)")
     q.add_argument("--calib", help="dataset for calibration; if not given, the dataset the model was trained on")
@@ -51,6 +65,9 @@ def register(sub, formatter) -> None:
 def run(args) -> int:
     from ferkit.engine.export import export_model
 
+    if args.interpolate or args.alpha is not None or args.half:
+        return run_interpolate(args)
+    args.fmt = args.fmt or "onnx"
     out = Path(args.out)
     if out.is_dir():
         raise FileExistsError(f"{out}: is a folder; give a file name such as {out / ('model.onnx' if args.fmt == 'onnx' else 'model.pt')}")
@@ -76,6 +93,50 @@ def run(args) -> int:
     else:
         export_model(args.model, out, args.fmt)
     print(f"wrote {args.fmt}{' int8' if args.int8 else ''} model to {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def run_interpolate(args) -> int:
+    """``--interpolate A,B --alpha W`` (or ``A,B,C...`` without: their mean) into the checkpoint ``--out``."""
+    from ferkit.engine.checkpoint import (
+        ensemble_members,
+        export_weights,
+        interpolate_checkpoints,
+        load_checkpoint,
+        soup_checkpoints,
+    )
+    from ferkit.errors import UsageError
+
+    if not args.interpolate:
+        raise UsageError("--alpha and --half go with --interpolate A,B")
+    if args.fmt not in (None, "checkpoint"):
+        raise UsageError(f"--interpolate writes a checkpoint, not {args.fmt}; export that file to {args.fmt} afterwards")
+    if args.model != "default":
+        raise UsageError("--interpolate names the models to average; --model is not used with it")
+    if args.int8 or args.member_weights:
+        raise UsageError("--interpolate writes a float checkpoint; --int8 and --member-weights do not apply")
+    try:
+        specs = ensemble_members(args.interpolate)
+    except ValueError:
+        specs = None
+    if not specs:
+        raise UsageError(f"--interpolate {args.interpolate}: expected two or more models joined by commas, e.g. A.pt,B.pt")
+    if args.alpha is not None and len(specs) != 2:
+        raise UsageError(f"--alpha weighs the second of two models; --interpolate gives {len(specs)} (without "
+                         "--alpha, several models are averaged uniformly)")
+    out = Path(args.out)
+    if out.is_dir():
+        raise FileExistsError(f"{out}: is a folder; give a file name such as {out / 'model.pt'}")
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out}: already exists; use --force to overwrite it")
+    ckpts = [load_checkpoint(s) for s in specs]
+    if any(out.exists() and out.resolve() == Path(c["path"]).resolve() for c in ckpts):
+        raise FileExistsError(f"{out}: is one of the models being averaged; write the result to a new file")
+    merged = interpolate_checkpoints(*ckpts, args.alpha) if args.alpha is not None else soup_checkpoints(ckpts)
+    export_weights(merged, out, half=args.half)
+    how = (f"(1 - {args.alpha:g}) {specs[0]} + {args.alpha:g} {specs[1]}" if args.alpha is not None
+           else f"the mean of {len(specs)} models")
+    print(f"wrote {how} to {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

@@ -371,23 +371,63 @@ def export_weights(ckpt: dict, path: str | Path, half: bool = False, extra: dict
 
 
 def interpolate_checkpoints(a: dict, b: dict, alpha: float) -> dict:
-    """A checkpoint whose weights are ``(1 - alpha) * a + alpha * b`` (float tensors; integer buffers from ``b``).
+    """A checkpoint whose weights are ``(1 - alpha) * a + alpha * b`` (float tensors; integer buffers from ``b``):
+    ``alpha`` is the weight of ``b``; 0 gives ``a``'s weights exactly, 1 ``b``'s.
 
     Weight-space ensembling of two fine-tuning stages of one model (WiSE-FT, Wortsman et al. 2022): when ``b``
     was fine-tuned from ``a`` (here, with stronger augmentation), the points between them keep most of ``a``'s
     accuracy on clean inputs and most of ``b``'s robustness. Both must be the same architecture with the same
-    classes; the result carries ``b``'s model spec, preprocessing and config, and no training state.
+    classes and input (:func:`check_same_model`); the result carries ``b``'s model spec, preprocessing and
+    config, and no training state. ``ferkit export --interpolate A,B --alpha 0.25`` writes it to a file.
     """
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if a["model"] != b["model"] or a["preprocess"]["label_names"] != b["preprocess"]["label_names"]:
-        raise ValueError(f"cannot interpolate {a.get('path')} and {b.get('path')}: different models or classes "
-                         f"({a['model']} vs {b['model']})")
+        raise ValueError(f"alpha must be in [0, 1] (the weight of the second model), got {alpha}")
+    check_same_model([a, b])
     sa, sb = a["state_dict"], b["state_dict"]
-    if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
-        raise ValueError(f"cannot interpolate {a.get('path')} and {b.get('path')}: their tensors differ")
     state = {k: torch.lerp(sa[k].float(), sb[k].float(), alpha) if sb[k].is_floating_point() else sb[k].clone() for k in sb}
     out = {k: b[k] for k in ("format", "version", "model", "preprocess", "config") if k in b}
     out["state_dict"] = state
     out["interpolated"] = {"a": _source_name(a), "b": _source_name(b), "alpha": float(alpha)}
     return out
+
+
+def soup_checkpoints(ckpts: list[dict]) -> dict:
+    """A uniform weight soup (Wortsman et al. 2022): the mean of the float weights of ``ckpts`` (two or more
+    fine-tunings of one model; integer buffers from the last). The result carries the last checkpoint's model
+    spec, preprocessing and config; ``ferkit export --interpolate A,B,C`` writes it to a file."""
+    if len(ckpts) < 2:
+        raise ValueError(f"a weight soup needs two or more checkpoints, got {len(ckpts)}")
+    check_same_model(ckpts)
+    last = ckpts[-1]
+    state = {}
+    for k, v in last["state_dict"].items():
+        if v.is_floating_point():
+            state[k] = torch.stack([c["state_dict"][k].float() for c in ckpts]).mean(0)
+        else:
+            state[k] = v.clone()
+    out = {k: last[k] for k in ("format", "version", "model", "preprocess", "config") if k in last}
+    out["state_dict"] = state
+    out["interpolated"] = {"soup": [_source_name(c) for c in ckpts]}
+    return out
+
+
+def check_same_model(ckpts: list[dict]) -> None:
+    """Refuse, naming both files, checkpoints whose weights cannot be averaged: another architecture (or its
+    arguments), other classes, another input (size, channels, normalisation), or tensors of other names/shapes."""
+    first = ckpts[0]
+    for c in ckpts[1:]:
+        names = f"{first.get('path')} and {c.get('path')}"
+        if ENSEMBLE in (first["model"]["name"], c["model"]["name"]):
+            raise ValueError(f"cannot average the weights of {names}: an ensemble's members are different models; "
+                             "average single models")
+        if c["model"] != first["model"]:
+            raise ValueError(f"cannot average the weights of {names}: different architectures "
+                             f"({first['model']} vs {c['model']})")
+        pa, pb = first["preprocess"], c["preprocess"]
+        for key in ("label_names", "input_size", "channels", "mean", "std"):
+            va, vb = (list(v) if isinstance(v, (list, tuple)) else v for v in (pa[key], pb[key]))
+            if va != vb:
+                raise ValueError(f"cannot average the weights of {names}: different {key} ({pa[key]} vs {pb[key]})")
+        sa, sb = first["state_dict"], c["state_dict"]
+        if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
+            raise ValueError(f"cannot average the weights of {names}: their tensors differ in names or shapes")
