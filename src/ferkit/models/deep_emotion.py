@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ferkit.models.base import FerModel, init_weights
-from ferkit.models.registry import register_model
+from ferkit.models.registration import register_model
 
 
 def _valid(side: int, k: int) -> int:

@@ -35,7 +35,7 @@ from torch import nn
 from ferkit.errors import UsageError
 from ferkit.models.base import FerModel, init_weights
 from ferkit.models.pretrained import adapt_first_conv
-from ferkit.models.registry import register_model
+from ferkit.models.registration import register_model
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ferkit.models.base import FerModel, init_weights
-from ferkit.models.registry import register_model
+from ferkit.models.registration import register_model
 
 
 class LeNet(FerModel):

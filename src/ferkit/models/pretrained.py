@@ -29,7 +29,7 @@ import torchvision
 from torch import nn
 
 from ferkit.models.base import FerModel
-from ferkit.models.registry import register_model
+from ferkit.models.registration import register_model
 
 log = logging.getLogger(__name__)
 

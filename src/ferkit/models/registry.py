@@ -3,36 +3,13 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from torch import nn
 
+from ferkit.models.registration import _REGISTRY, ModelInfo, register_model
 
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    fn: Callable[..., nn.Module]
-    input_size: int  # the side length the model is designed for (square inputs)
-    family: str
-    description: str
-
-
-_REGISTRY: dict[str, ModelInfo] = {}
-
-
-def register_model(input_size: int = 48, family: str = "", description: str = "") -> Callable:
-    """Decorator registering ``fn(num_classes, in_chans, **kw) -> nn.Module`` under its function name."""
-
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        name = fn.__name__
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is registered twice")
-        doc = description or ((fn.__doc__ or "").strip().splitlines() or [""])[0]
-        _REGISTRY[name] = ModelInfo(name, fn, input_size, family or fn.__module__.rsplit(".", 1)[-1], doc)
-        return fn
-
-    return wrap
+__all__ = ["ModelInfo", "create_model", "list_models", "model_info", "register_model"]  # register_model: the families
+# import it from ferkit.models.registration (the registry imports them); it stays importable from here
 
 
 def _lookup(name: str) -> ModelInfo:
