@@ -16,8 +16,8 @@ import torch
 from conftest import FER_ROOT, PHOTOS, YUNET
 
 from ferkit.app.cli import main
-from ferkit.engine.checkpoint import load_model
 from ferkit.engine import export as E
+from ferkit.engine.checkpoint import DEFAULT_MODEL, load_model
 from ferkit.infer.align import crop_faces
 from ferkit.infer.detectors import create_detector
 from ferkit.infer.recognizer import Recognizer
@@ -157,7 +157,6 @@ def test_recognizer_onnx_backend_agrees_with_torch(exported, monkeypatch):
 
 
 def test_int8_export_is_calibrated_on_real_faces_and_agrees_with_the_float_model(tmp_path, reference, capsys):
-    from ferkit.engine.checkpoint import DEFAULT_MODEL
     from ferkit.infer.detectors import sha256_file
 
     _, pre, x, logits = reference
@@ -212,8 +211,11 @@ def test_int8_export_refuses_what_it_cannot_do(tmp_path, capsys, caplog, exporte
         E.export_onnx_int8("default", tmp_path / "m.onnx", np.zeros((0, 48, 48), np.uint8))
     with pytest.raises(ValueError, match="unknown calibration method 'mean'"):
         E.export_onnx_int8("default", tmp_path / "m.onnx", np.zeros((2, 48, 48), np.uint8), "mean")
+    own = tmp_path / "own.pt"  # a checkpoint of one's own: no int8 file comes with it
+    shutil.copyfile(DEFAULT_MODEL, own)
     with pytest.raises(ValueError, match="(?s)backend 'onnx-int8' needs a calibrated int8 file.*ferkit export --model"):
-        Recognizer(tmp_path / "run", detector="haar", backend="onnx-int8")
+        Recognizer(own, detector="haar", backend="onnx-int8")
+    own.unlink()
     assert not list(tmp_path.iterdir())  # nothing half-written is left behind
     with caplog.at_level(logging.WARNING):  # a float file asked to run as int8 runs, with a word about it
         assert Recognizer(exported["onnx"], detector="haar", backend="onnx-int8").backend == "onnx-int8"

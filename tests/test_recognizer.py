@@ -252,7 +252,8 @@ def test_a_recognizer_classifies_with_the_classifier_it_is_given(monkeypatch, tw
     def no_loading(*args, **kwargs):
         raise AssertionError("a recognizer given a classifier must load no model")
 
-    monkeypatch.setattr(R, "load_model", no_loading)
+    monkeypatch.setattr(R, "load_classifier", no_loading)
+    monkeypatch.setattr(R.ModelRef, "resolve", no_loading)
     stub = _BrightnessClassifier()
     rec = Recognizer(detector="yunet", yunet_path=YUNET, classifier=stub)
     assert rec.classifier is stub and rec.preprocess is stub.preprocess and rec.label_names == ("dark", "bright")
@@ -311,14 +312,18 @@ def test_backend_auto_is_int8_for_the_shipped_model_on_cpu_and_explicit_backends
     import ferkit.infer.recognizer as R
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert R.resolve_backend("auto", "default", cpu) == "onnx-int8"
-    assert R.resolve_backend("auto", "default", cuda) == "torch"
-    assert R.resolve_backend("auto", tmp_path / "run", cpu) == "torch"  # a checkpoint of one's own
-    assert R.resolve_backend("auto", "model.onnx", cpu) == "onnx"
+    default = R.ModelRef.resolve("default")
+    own = R.ModelRef("run", "checkpoint", tmp_path / "run" / "best.pt", "0" * 64)  # a checkpoint of one's own
+    onnx = R.ModelRef("model.onnx", "onnx", tmp_path / "model.onnx", "1" * 64)
+    assert R.resolve_backend("auto", default, cpu) == "onnx-int8"
+    assert R.resolve_backend("auto", default, cuda) == "torch"
+    assert R.resolve_backend("auto", own, cpu) == "torch"
+    assert R.resolve_backend("auto", onnx, cpu) == "onnx"
+    assert R.resolve_backend("torch", onnx, cpu) == "onnx"  # an ONNX file holds no torch module
     for b in ("torch", "onnx", "onnx-int8"):
-        assert R.resolve_backend(b, "default", cpu) == b
+        assert R.resolve_backend(b, default, cpu) == b
     monkeypatch.setattr(R, "onnxruntime_available", lambda: False)
-    assert R.resolve_backend("auto", "default", cpu) == "torch"  # no ONNX Runtime: the torch model
+    assert R.resolve_backend("auto", default, cpu) == "torch"  # no ONNX Runtime: the torch model
     monkeypatch.undo()
 
     auto = Recognizer(detector="yunet", yunet_path=YUNET, device="cpu")

@@ -9,24 +9,24 @@ margin and label names come from the :class:`~ferkit.engine.preprocess.Preproces
 stored in it, so deployment prepares faces exactly as training did.
 
 The network itself sits behind a :class:`Classifier` (prepared uint8 crops in,
-probabilities out): :class:`TorchClassifier` for checkpoints,
-:class:`~ferkit.engine.export.OnnxClassifier` for ONNX Runtime, or any object
+probabilities out, :mod:`ferkit.engine.classify`): :class:`TorchClassifier` for checkpoints,
+:class:`OnnxClassifier` for ONNX Runtime, or any object
 passed as ``Recognizer(classifier=...)`` (the server's batched one, a stub in tests).
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import logging
 import os
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from ferkit.engine.checkpoint import SHIPPED_MODELS, ensemble_members, load_model, model_digest, resolve_checkpoint_path
+from ferkit.engine.checkpoint import SHIPPED_MODELS
+from ferkit.engine.classify import Classifier, ModelRef, OnnxClassifier, TorchClassifier, torch_threads  # noqa: F401
 from ferkit.engine.preprocess import Preprocess
 from ferkit.imageio import read_bgr, to_model_channels, to_uint8
 from ferkit.infer.align import crop_faces
@@ -35,9 +35,6 @@ from ferkit.infer.quality import face_quality, is_low_quality
 from ferkit.infer.results import Detection, Face, label_for
 from ferkit.metrics import rescale_probs
 from ferkit.runtime import models_dir, onnxruntime_available, select_device
-
-if TYPE_CHECKING:
-    from ferkit.engine.export import OnnxClassifier
 
 log = logging.getLogger(__name__)
 
@@ -108,105 +105,66 @@ def as_bgr(image, order: str = "bgr") -> np.ndarray:
     return to_model_channels(rgb, 3, order="bgr")
 
 
-# ------------------------------------------------------------------ the recognizer
+# ------------------------------------------------------------------ which classifier runs a model
 
 
-def _onnx_path_for(model: str | Path) -> Path:
-    """An ONNX export of the checkpoint ``model``, made once and cached under the checkpoint's content hash."""
+def onnx_cache_path(ref: ModelRef) -> Path:
+    """An ONNX export of the checkpoint (or ensemble) ``ref``, made once and cached under its digest."""
     from ferkit.engine.export import export_onnx
 
-    stem = "ensemble" if ensemble_members(model) else resolve_checkpoint_path(model).stem
-    path = models_dir() / "onnx" / f"{stem}-{model_digest(model)[:16]}-v{ONNX_CACHE_VERSION}.onnx"
+    stem = "ensemble" if ref.kind == "ensemble" else ref.path.stem
+    path = models_dir() / "onnx" / f"{stem}-{ref.digest[:16]}-v{ONNX_CACHE_VERSION}.onnx"
     if not path.is_file():
-        log.info("exporting %s to ONNX for the onnx backend (cached at %s)", model, path)
+        log.info("exporting %s to ONNX for the onnx backend (cached at %s)", ref.spec, path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(model, path)  # atomic: concurrent first uses each write a whole file
+        export_onnx(ref, path)  # atomic: concurrent first uses each write a whole file
     return path
 
 
-def _int8_path_for(model: str | Path) -> Path:
-    """The int8 ONNX file for ``model``: shipped for the shipped models; any other is quantized with ``ferkit export``."""
-    if str(model) in SHIPPED_INT8:
-        path = SHIPPED_INT8[str(model)]
+def int8_path(ref: ModelRef) -> Path:
+    """The int8 ONNX file for ``ref``: shipped for the shipped models; any other is quantized with ``ferkit export``."""
+    if ref.shipped in SHIPPED_INT8:
+        path = SHIPPED_INT8[ref.shipped]
         if not path.is_file():
             raise FileNotFoundError(f"{path}: the shipped int8 model is missing; reinstall ferkit or use backend='onnx'")
         return path
-    raise ValueError(f"backend 'onnx-int8' needs a calibrated int8 file for {model}: make one with\n"
-                     f"  ferkit export --model {model} --format onnx --int8 --out model_int8.onnx\n"
+    raise ValueError(f"backend 'onnx-int8' needs a calibrated int8 file for {ref.spec}: make one with\n"
+                     f"  ferkit export --model {ref.spec} --format onnx --int8 --out model_int8.onnx\n"
                      "and pass model='model_int8.onnx' (only the shipped models come quantized)")
 
 
-@runtime_checkable
-class Classifier(Protocol):
-    """What the Recognizer classifies faces with: prepared face crops in, expression probabilities out.
+def resolve_backend(backend: str, ref: ModelRef, device: torch.device) -> str:
+    """The backend "auto" stands for: "onnx-int8" for a shipped model on a CPU with ONNX Runtime
+    installed, "onnx" for an ``.onnx`` file, else "torch"; any other backend as given (an ``.onnx`` file
+    asked to run on "torch" runs on "onnx": it holds no torch module).
 
-    ``preprocess`` is the checkpoint's :class:`Preprocess` (input size, channels, labels, crop
-    geometry); ``probs`` takes a batch exactly as ``preprocess.prepare_images`` gives it.
-    """
-
-    preprocess: Preprocess
-
-    def probs(self, batch: np.ndarray) -> np.ndarray:
-        """uint8 ``(N, S, S)`` or ``(N, S, S, 3)`` -> float32 ``(N, K)`` over ``preprocess.label_names``."""
-        ...
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` intra-op threads in the calling thread, then restore the setting (None: as it is)."""
-    old = torch.get_num_threads()
-    if n is None or n == old:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+    Why int8 on CPU: against the torch model it took ``benchmarks/vs_peers.py``'s frame rates from 45.0 to
+    79.5 frames/s on 640x480 frames with one face, 11.2 to 21.8 on 1280x720 frames with six, 38.7 to 71.1 on
+    the shared clip (a 2-core Xeon VM, load average 4-6), for 70.13 against 70.24 % on FER2013 PrivateTest."""
+    if ref.kind == "onnx":
+        if backend == "torch":
+            log.info("%s is an ONNX file: using the onnx backend", ref.spec)
+        return "onnx" if backend in ("auto", "torch") else backend
+    if backend != "auto":
+        return backend
+    int8 = SHIPPED_INT8.get(ref.shipped or "")
+    if int8 is not None and device.type == "cpu" and int8.is_file() and onnxruntime_available():
+        return "onnx-int8"
+    return "torch"
 
 
-class TorchClassifier:
-    """A PyTorch model as a :class:`Classifier` (``Preprocess.to_tensor`` normalises, softmax at the end).
-
-    ``threads``: intra-op threads of each forward pass on a CPU, set for the call only (None: torch's own
-    setting). The Recognizer passes 1 unless told otherwise: with other processes busy on a 2-core machine,
-    torch's default two threads spin-wait for the busy core (the shipped model on a batch of one face 599
-    against 12.9 ms, of 64 faces 983 against 531 ms; the shared clip with YuNet on OpenCV 5.8 against
-    31.0 frames/s in ``benchmarks/vs_peers.py``).
-    """
-
-    def __init__(self, model: torch.nn.Module, preprocess: Preprocess, device: torch.device, threads: int | None = None):
-        if device.type == "cpu":
-            # channels_last: 5-25% faster convolutions on CPU (measured with the default model), same results.
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model.eval()
-        self.preprocess = preprocess
-        self.device = device
-        self.threads = threads if device.type == "cpu" else None
-
-    @classmethod
-    def load(cls, model: str | Path, device: torch.device, threads: int | None = None) -> TorchClassifier:
-        """``model``: "default", a checkpoint file or a run folder, loaded weights-only onto ``device``."""
-        net, pre = load_model(model, device)
-        return cls(net, pre, device, threads)
-
-    def probs(self, batch: np.ndarray) -> np.ndarray:
-        x = self.preprocess.to_tensor(batch, self.device)  # (n, C, S, S), float, normalised
-        if x.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)  # matches the model's layout (see __init__)
-        with torch.inference_mode(), torch_threads(self.threads):
-            logits = self.model(x)
-        return self.preprocess.probs(logits).cpu().numpy()  # calibrated: softmax(logits / temperature)
-
-
-def _onnx_classifier(model: str | Path, backend: str, device: torch.device, threads: int | None) -> OnnxClassifier:
-    """The :class:`~ferkit.engine.export.OnnxClassifier` for ``backend`` "onnx" or "onnx-int8" (CUDA when asked and present)."""
-    from ferkit.engine.export import OnnxClassifier
-
-    if str(model).lower().endswith(".onnx"):
-        path = Path(model)
+def load_classifier(ref: ModelRef, backend: str, device: torch.device, threads: int | None = None) -> Classifier:
+    """The :class:`Classifier` that runs ``ref`` on ``backend`` (resolved: see :func:`resolve_backend`): a
+    :class:`TorchClassifier` (``threads`` per forward pass, 1 if not given), or an :class:`OnnxClassifier` of the
+    ``.onnx`` file, the cached export or the shipped int8 file (CUDA when asked and present)."""
+    if backend == "torch":
+        if threads:
+            torch.set_num_threads(int(threads))
+        return TorchClassifier.load(ref, device, threads=threads or 1)  # why 1: TorchClassifier
+    if ref.kind == "onnx":
+        path = ref.path
     else:
-        path = _int8_path_for(model) if backend == "onnx-int8" else _onnx_path_for(model)
+        path = int8_path(ref) if backend == "onnx-int8" else onnx_cache_path(ref)
     providers = ["CPUExecutionProvider"]
     if device.type == "cuda":
         import onnxruntime as ort
@@ -219,85 +177,114 @@ def _onnx_classifier(model: str | Path, backend: str, device: torch.device, thre
     return clf
 
 
-def resolve_backend(backend: str, model: str | Path, device: torch.device) -> str:
-    """The backend "auto" stands for: "onnx-int8" for a shipped model on a CPU with ONNX Runtime
-    installed, "onnx" for an ``.onnx`` file, else "torch"; any other backend as given.
+# ------------------------------------------------------------------ the recognizer
 
-    Why int8 on CPU: against the torch model it took ``benchmarks/vs_peers.py``'s frame rates from 45.0 to
-    79.5 frames/s on 640x480 frames with one face, 11.2 to 21.8 on 1280x720 frames with six, 38.7 to 71.1 on
-    the shared clip (a 2-core Xeon VM, load average 4-6), for 70.13 against 70.24 % on FER2013 PrivateTest."""
-    if backend != "auto":
-        return backend
-    if str(model).lower().endswith(".onnx"):
-        return "onnx"
-    int8 = SHIPPED_INT8.get(str(model))
-    if int8 is not None and device.type == "cpu" and int8.is_file() and onnxruntime_available():
-        return "onnx-int8"
-    return "torch"
+
+@dataclass(frozen=True)
+class RecognizerSettings:
+    """Everything that decides how a :class:`Recognizer` is built, declared once. The CLI, the predict
+    pipeline, Ray's workers and the server each make one of these and build their recognizers from it.
+
+    ``model``: "default" (shipped), a checkpoint file, a run folder, an exported ``.onnx`` file, several
+    checkpoints joined by commas (an ensemble), or a :class:`ModelRef`. ``detector``: "auto", "yunet", "haar"
+    or a :class:`FaceDetector`. ``device``: "auto" (cuda if available), "cpu", "cuda", ... ``backend``: "auto"
+    (:func:`resolve_backend`: the shipped model runs as "onnx-int8" on a CPU), "torch", "onnx" (ONNX Runtime;
+    a checkpoint is exported once and cached) or "onnx-int8" (the shipped model quantized to int8: faster per
+    face on a CPU, a little less accurate; the model card has both figures). ``threads``: CPU threads of the
+    classifier and of YuNet on ONNX Runtime (None: one ONNX Runtime thread per core, idle ones sleeping rather
+    than spinning, see :func:`~ferkit.runtime.ort_session_options`, and one thread per torch forward pass, see
+    :class:`TorchClassifier`: defaults that hold up on a busy machine); for the torch backend a number also
+    sets ``torch.set_num_threads``, which is process-wide. ``min_face``: the smallest face wanted, in pixels
+    of the images to come (None: 20); a larger one lets YuNet work on a smaller copy of each image
+    (:mod:`ferkit.infer.detectors`). ``min_confidence``: a face whose top calibrated probability is below it
+    is labelled "uncertain" (its probabilities are still given). ``tta``: "flip" also classifies each face
+    mirrored and averages the two (twice the classifier's work, none of the detector's). ``batch_size``:
+    faces per forward pass. ``score_threshold``: the detector's.
+    """
+
+    model: str | Path | ModelRef = "default"
+    detector: str | FaceDetector = "auto"
+    yunet_path: str | Path | None = None
+    backend: str = "auto"
+    device: str = "auto"
+    threads: int | None = None
+    min_face: int | None = None
+    min_confidence: float = 0.0
+    tta: str = "none"
+    batch_size: int = 64
+    score_threshold: float = 0.6
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
+        if self.tta not in TTA_MODES:
+            raise ValueError(f"unknown tta {self.tta!r}; valid: {', '.join(TTA_MODES)}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be a probability in [0, 1], got {self.min_confidence}")
+
+    def replace(self, **changes) -> RecognizerSettings:
+        """A copy with ``changes`` (checked like the original)."""
+        return dataclasses.replace(self, **changes)
+
+    def portable(self) -> RecognizerSettings:
+        """The same settings with absolute file paths (model files, YuNet's weights), for processes that run in
+        another folder or on another machine (Ray's workers). The model stays a spec string (a ref holds weights)."""
+        ref = ModelRef.resolve(self.model)
+        refs = ref.members or (ref,)
+        model = ",".join(r.spec if r.shipped else str(r.path.resolve()) for r in refs)
+        return self.replace(model=model, yunet_path=str(Path(self.yunet_path).resolve()) if self.yunet_path else None)
 
 
 class Recognizer:
     """Detect faces, crop them as the model was trained, and classify their expressions.
 
-    ``model``: "default" (shipped), a checkpoint file, a run folder, or an
-    exported ``.onnx`` file. ``detector``: "auto", "yunet", "haar" or a
-    :class:`FaceDetector`. ``device``: "auto" (cuda if available), "cpu",
-    "cuda", ... ``backend``: "auto" (:func:`resolve_backend`: the shipped
-    model runs as "onnx-int8" on a CPU), "torch", "onnx" (ONNX Runtime; a
-    checkpoint is exported once and cached) or "onnx-int8" (the shipped model
-    quantized to int8: faster per face on a CPU, a little less accurate; the
-    model card has both figures). ``batch_size``: faces per forward pass.
-    ``threads``: CPU threads of the classifier and of YuNet on ONNX Runtime
-    (None: one ONNX Runtime thread per core, idle ones sleeping rather than
-    spinning, see :func:`~ferkit.runtime.ort_session_options`, and one
-    thread per torch forward pass, see :class:`TorchClassifier`: defaults that
-    hold up on a busy machine); for the torch backend a number also sets
-    ``torch.set_num_threads``, which is process-wide. ``min_face``: the smallest
-    face wanted, in pixels of the images to come (None: 20); a larger one lets YuNet work
-    on a smaller copy of each image (:mod:`ferkit.infer.detectors`).
-    ``classifier``: a ready :class:`Classifier` to use instead of loading
-    ``model``; ``model`` and ``backend`` then only name it. ``tta``: "flip"
-    also classifies each face mirrored and averages the two (twice the
-    classifier's work, none of the detector's). ``min_confidence``: a face whose top calibrated
-    probability is below it is labelled "uncertain" (its probabilities are still given).
-    Every face carries its ``quality`` and ``low_quality`` flag (:mod:`ferkit.infer.quality`).
+    ``Recognizer(model, **options)``: the options are the fields of :class:`RecognizerSettings` (model,
+    detector, yunet_path, backend, device, threads, min_face, min_confidence, tta, batch_size,
+    score_threshold), which documents each; :meth:`from_settings` builds one from a settings object.
+    ``classifier``: a ready :class:`Classifier` to use instead of loading the model (the server's batched
+    one, a stub in tests); ``model`` and ``backend`` then only name it. Every face carries its ``quality``
+    and ``low_quality`` flag (:mod:`ferkit.infer.quality`).
     """
 
-    def __init__(self, model: str | Path = "default", detector: str | FaceDetector = "auto", device: str = "auto",
-                 backend: str = "auto", yunet_path: str | Path | None = None, batch_size: int = 64,
-                 threads: int | None = None, score_threshold: float = 0.6, classifier: Classifier | None = None,
-                 min_face: int | None = None, tta: str = "none", min_confidence: float = 0.0):
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
-        if tta not in TTA_MODES:
-            raise ValueError(f"unknown tta {tta!r}; valid: {', '.join(TTA_MODES)}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if not 0.0 <= min_confidence <= 1.0:
-            raise ValueError(f"min_confidence must be a probability in [0, 1], got {min_confidence}")
+    def __init__(self, model: str | Path | ModelRef = "default", *, classifier: Classifier | None = None, **options):
+        try:
+            settings = RecognizerSettings(model=model, **options)
+        except TypeError as exc:  # an option that is no setting: name the valid ones
+            valid = ", ".join(f.name for f in dataclasses.fields(RecognizerSettings) if f.name != "model")
+            raise TypeError(f"Recognizer: {exc}; valid options: {valid}, classifier") from None
+        self._build(settings, classifier)
+
+    @classmethod
+    def from_settings(cls, settings: RecognizerSettings, classifier: Classifier | None = None) -> Recognizer:
+        """The recognizer ``settings`` describe (with ``classifier``: over that classifier, nothing loaded)."""
+        rec = cls.__new__(cls)
+        rec._build(settings, classifier)
+        return rec
+
+    def _build(self, settings: RecognizerSettings, classifier: Classifier | None) -> None:
         if classifier is not None and not isinstance(classifier, Classifier):
             raise TypeError(f"classifier: expected an object with .preprocess and .probs(batch), "
                             f"got a {type(classifier).__name__}")
-        self.device = select_device(device)
+        s = settings
+        self.device = select_device(s.device)
+        backend = s.backend
         if classifier is None:
-            backend = resolve_backend(backend, model, self.device)
-            if str(model).lower().endswith(".onnx") and backend == "torch":
-                log.info("%s is an ONNX file: using the onnx backend", model)
-                backend = "onnx"
-            if backend == "torch":
-                if threads:
-                    torch.set_num_threads(int(threads))
-                classifier = TorchClassifier.load(model, self.device, threads=threads or 1)  # why 1: TorchClassifier
-            else:
-                classifier = _onnx_classifier(model, backend, self.device, threads)
+            ref = ModelRef.resolve(s.model)  # the one place the spec becomes a file
+            backend = resolve_backend(backend, ref, self.device)
+            classifier = load_classifier(ref, backend, self.device, s.threads)
+        self.settings = s.replace(backend=backend)
         self.classifier: Classifier = classifier
         self.backend = backend
-        self.batch_size = int(batch_size)
-        self.tta = tta
-        self.min_confidence = float(min_confidence)
-        self.model_name = str(model)
-        self.detector = create_detector(detector, yunet_path=yunet_path, score_threshold=score_threshold,
-                                        min_face=min_face, threads=threads)
+        self.batch_size = s.batch_size
+        self.tta = s.tta
+        self.min_confidence = float(s.min_confidence)
+        self.model_name = str(s.model)
+        self.detector = create_detector(s.detector, yunet_path=s.yunet_path, score_threshold=s.score_threshold,
+                                        min_face=s.min_face, threads=s.threads)
 
     @property
     def preprocess(self) -> Preprocess:
