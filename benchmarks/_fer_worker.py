@@ -205,6 +205,11 @@ class FerSide:
             return res
 
         self.fer.detect_emotions = recording  # instance attribute: Video.analyze calls detector.detect_emotions
+        # Video.analyze calls cv2.waitKey(1) on every frame even with display=False; headless OpenCV (what fer's
+        # environment gets, benchmarks/README.md) has no GUI and fails there. Nothing is shown: a no-op stands in.
+        had_wait = hasattr(self.cv2, "waitKey")
+        wait = getattr(self.cv2, "waitKey", None)
+        self.cv2.waitKey = lambda *a, **k: -1
         try:
             t0 = time.perf_counter()
             Video(path, outdir=outdir).analyze(self.fer, display=False, output="pandas", save_frames=False,
@@ -212,6 +217,10 @@ class FerSide:
             seconds = time.perf_counter() - t0
         finally:
             del self.fer.detect_emotions
+            if had_wait:
+                self.cv2.waitKey = wait
+            else:
+                del self.cv2.waitKey
         return {"seconds": seconds, "frames": len(boxes), "boxes": boxes}
 
 

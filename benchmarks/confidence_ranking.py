@@ -16,12 +16,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from common import DATA
 
 from ferkit.data.readers import load_dataset
 from ferkit.infer.crosseval import largest_faces
 from ferkit.infer.recognizer import Recognizer
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def top_share(score: np.ndarray, correct: np.ndarray, share: float = 0.5) -> float:
@@ -43,7 +42,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
     ap.add_argument("--second", default="ferplus", help="the model whose agreement is tried as a score")
-    ap.add_argument("--sets", default=f"{SHARED / 'sfew-dev'},{SHARED / 'jaffe-dev'}")
+    ap.add_argument("--sets", default=f"{DATA / 'sfew-dev'},{DATA / 'jaffe-dev'}")
     args = ap.parse_args()
 
     rec = Recognizer(args.model, detector="yunet", backend="torch", device="cpu", threads=1)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from robustness import SHARED, detect_scenes, fer_split, proxy_canvas
+from common import DATA, detect_scenes, fer_split
 
+from ferkit.infer.crop_search import proxy_canvas
 from ferkit.infer.detectors import create_detector
 
 
@@ -26,8 +27,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--thresholds", default="0.6,0.5,0.4,0.3,0.2", help="comma list")
     ap.add_argument("--current", type=float, default=0.6, help="the shipped threshold (create_detector's default)")
-    ap.add_argument("--data", default=str(SHARED / "data" / "fer2013"))
-    ap.add_argument("--video", default=str(SHARED / "data" / "video" / "short_hamilton_clip.mp4"))
+    ap.add_argument("--data", default=str(DATA / "fer2013"))
+    ap.add_argument("--video", default=str(DATA / "video" / "short_hamilton_clip.mp4"))
     ap.add_argument("--sheet", help="PNG contact sheet of the clip's boxes below --current")
     ap.add_argument("--every", type=int, default=5, help="with --sheet: every N-th frame")
     ap.add_argument("--threads", type=int, default=1)

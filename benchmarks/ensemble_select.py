@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from common import DATA
 
 from ferkit.engine.checkpoint import model_digest
 from ferkit.engine.evaluate import predict_split
@@ -35,7 +36,6 @@ from ferkit.infer.crosseval import predict_photos
 from ferkit.labels import FER2013
 from ferkit.runtime import cache_dir
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PARTS = ("val", "test", "sfew", "jaffe")
 
 
@@ -72,9 +72,9 @@ def main() -> int:
     ap.add_argument("--max-size", type=int, default=3, help="largest ensemble tried")
     ap.add_argument("--gate", type=float, default=2.0, help="PublicTest points a choice may lose against the reference")
     ap.add_argument("--max-drop", type=float, default=2.0, help="points either dev set may lose against the reference")
-    ap.add_argument("--fer", default=str(SHARED / "fer2013"))
-    ap.add_argument("--sfew", default=str(SHARED / "sfew-dev"))
-    ap.add_argument("--jaffe", default=str(SHARED / "jaffe-dev"))
+    ap.add_argument("--fer", default=str(DATA / "fer2013"))
+    ap.add_argument("--sfew", default=str(DATA / "sfew-dev"))
+    ap.add_argument("--jaffe", default=str(DATA / "jaffe-dev"))
     ap.add_argument("--cache", default=str(cache_dir() / "ensemble_select"), help="per-model probabilities")
     ap.add_argument("--out", help="write every subset's figures here as JSON")
     args = ap.parse_args()

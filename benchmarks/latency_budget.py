@@ -32,11 +32,12 @@ import cv2
 import numpy as np
 import torch
 from _fer_worker import time_calls  # the one timing protocol, shared with the fer side
-from vs_peers import SHARED, FerWorker, load_crops, loadavg, ms_stats, parse_run_args, system_info, write_report
+from common import DATA, loadavg, ms_stats, parse_run_args, system_info, write_report
+from peers_fer import FerWorker, load_crops
 
 from ferkit.engine.checkpoint import load_checkpoint, save_checkpoint
 from ferkit.engine.export import export_onnx, export_onnx_int8
-from ferkit.infer.recognizer import DEFAULT_INT8, Recognizer, _onnx_path_for
+from ferkit.infer.recognizer import DEFAULT_INT8, Recognizer
 from ferkit.models.registry import create_model
 from ferkit.models.summary import count_flops, count_params
 
@@ -119,7 +120,7 @@ def main() -> int:
                     help="architectures as NAME:key=value,... (default: %(default)s)")
     ap.add_argument("--fer-python", help="python of the fer virtual environment (benchmarks/README.md); "
                     "without it only ferkit is timed")
-    ap.add_argument("--data", default=str(SHARED / "data" / "fer2013"), help="FER2013 Kaggle-layout folder")
+    ap.add_argument("--data", default=str(DATA / "fer2013"), help="FER2013 Kaggle-layout folder")
     ap.add_argument("--calls", type=int, default=600, help="timed batch-1 calls per classifier, over all rounds")
     args = parse_run_args(ap, rounds=3)
     candidates = [parse_candidate(c) for c in args.candidates]
@@ -134,7 +135,7 @@ def main() -> int:
     calib = training_crops(data, 256)
 
     template = load_checkpoint("default")
-    files = {"default (shipped)": (_onnx_path_for("default"), DEFAULT_INT8,
+    files = {"default (shipped)": (export_onnx("default", work / "default.onnx"), DEFAULT_INT8,
                                    cost(template["model"], template["preprocess"]["input_size"]))}
     for i, (name, kwargs) in enumerate(candidates):
         label = name + (" " + ", ".join(f"{k}={v}" for k, v in kwargs.items()) if kwargs else "")

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SHARED = Path(os.environ.get("FERKIT_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+from common import SHARED
 
 
 def make_folder(root: Path, copies: int, crops: int) -> int:

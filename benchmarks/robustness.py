@@ -2,7 +2,7 @@
 
     python benchmarks/robustness.py --model default --out runs/bench/robustness.json
     python benchmarks/robustness.py --model RUN_DIR --limit 500 --skip-e2e          # a quick look
-    python benchmarks/robustness.py --model RUN_DIR --calibrate --save-model calibrated.pt
+    python benchmarks/robustness.py --model RUN_DIR --calibrate --skip-changes   # the crop each detector would get
 
 Every number goes through the deployment code (``Recognizer.classify_crops``, which applies the
 checkpoint's own Preprocess; ``Recognizer.detect`` and ``crop_faces`` for the end-to-end parts), with
@@ -39,33 +39,27 @@ What is measured
    ``--save-model`` writes).
 5. ``--calibrate``: the crop geometry (margin, vertical offset, alignment on/off) per detector,
    chosen by the mean of the end-to-end proxy's **PublicTest** accuracy and SFEW-dev's (PrivateTest
-   is never used to choose). ``--save-model FILE`` writes a copy of the model with the chosen
-   geometry in its Preprocess (the input file is never changed).
+   is never used to choose), by the library's search (``ferkit.infer.crop_search``); the rest of the
+   run then measures the chosen crops. To write a model with them: ``ferkit calibrate --detector D
+   --crop-proxy FER2013 --crop-photos SFEW --out FILE`` (the same search).
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+from common import DATA, classify, detect_scenes, fer_split, label_map_for, pct, score_scenes, sfew_images
 
-from ferkit.data.readers import load_dataset
 from ferkit.engine.preprocess import CropGeometry
-from ferkit.infer.align import crop_faces
+from ferkit.infer.crop_search import proxy_canvas, search_crop_geometry
 from ferkit.infer.detectors import create_detector
 from ferkit.infer.recognizer import Recognizer
-from ferkit.metrics import classification_metrics
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-FER2013 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
 # ------------------------------------------------------------------ image changes (uint8 grey 48x48 in and out)
 
@@ -150,114 +144,6 @@ CHANGES = {
 # ------------------------------------------------------------------ end to end
 
 
-def proxy_canvas(face: np.ndarray, up: int = 144, size: int = 320) -> np.ndarray:
-    """A 48x48 grey face as a BGR ``size`` x ``size`` scene: upscaled to ``up`` px in the middle, surrounded by
-    its own mirror image blurred (so the detector sees a face with surroundings, and no second sharp face)."""
-    f = cv2.resize(face, (up, up), interpolation=cv2.INTER_CUBIC)
-    p = (size - up) // 2
-    c = cv2.copyMakeBorder(f, p, size - up - p, p, size - up - p, cv2.BORDER_REFLECT_101)
-    c = cv2.GaussianBlur(c, (0, 0), 12)
-    c[p : p + up, p : p + up] = f
-    return cv2.cvtColor(c, cv2.COLOR_GRAY2BGR)
-
-
-@dataclass
-class Scene:
-    image: np.ndarray  # BGR
-    label: int  # FER2013 index
-    det: object | None  # the scored Detection, None when not found
-
-
-def over_centre(dets: list, image: np.ndarray) -> list:
-    """The detections whose box covers the image's centre, in the detector's order (best score first)."""
-    h, w = image.shape[:2]
-    return [d for d in dets if d.box[0] <= w / 2 <= d.box[0] + d.box[2] and d.box[1] <= h / 2 <= d.box[1] + d.box[3]]
-
-
-def detect_scenes(images: list[np.ndarray], labels: np.ndarray, detector, pick: str) -> list[Scene]:
-    """Run the detector once per image; ``pick``: "centre" (the box over the image centre) or "largest"."""
-    out = []
-    for img, y in zip(images, labels):
-        dets = detector.detect(img)
-        if pick == "centre":
-            dets = over_centre(dets, img)
-        else:
-            dets = sorted(dets, key=lambda d: -d.box[2] * d.box[3])
-        out.append(Scene(img, int(y), dets[0] if dets else None))
-    return out
-
-
-def score_scenes(rec: Recognizer, scenes: list[Scene], geo: CropGeometry, label_map: np.ndarray) -> dict:
-    """Accuracy (none found = wrong), accuracy on found faces, share found and macro-F1 over all faces."""
-    found = [s for s in scenes if s.det is not None]
-    crops = [crop_faces(s.image, [s.det], geo.margin, geo.offset_y, geo.align)[0] for s in found]
-    probs = rec.classify_crops(crops) if crops else np.zeros((0, len(rec.label_names)), np.float32)
-    pred = np.full(len(scenes), -1)
-    fi = [i for i, s in enumerate(scenes) if s.det is not None]
-    if len(fi):
-        pred[fi] = shared_argmax(probs, label_map)
-    y = np.array([s.label for s in scenes])
-    onehot = np.zeros((len(scenes), len(FER2013)), np.float32)
-    ok = pred >= 0
-    onehot[np.where(ok)[0], pred[ok]] = 1.0
-    onehot[~ok, (y[~ok] + 1) % len(FER2013)] = 1.0  # a missed face is a wrong answer for macro-F1 too
-    m = classification_metrics(y, onehot, FER2013)
-    return {"n": len(scenes), "found": float(ok.mean()), "accuracy": float((pred == y).mean()),
-            "accuracy_found": float((pred[ok] == y[ok]).mean()) if ok.any() else float("nan"), "macro_f1": m["macro_f1"]}
-
-
-# ------------------------------------------------------------------ helpers
-
-
-def label_map_for(rec: Recognizer) -> np.ndarray:
-    """Model class index -> FER2013 index (-1 for classes FER2013 lacks, e.g. FER+'s contempt)."""
-    return np.array([FER2013.index(n) if n in FER2013 else -1 for n in rec.label_names])
-
-
-def fer_split(root: Path, split: str, limit: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
-    data = load_dataset(root).subset(split)
-    idx = np.arange(len(data))
-    if limit and limit < len(data):
-        idx = np.sort(np.random.default_rng(seed).choice(len(data), limit, replace=False))
-    names = list(data.label_names)
-    y = np.array([FER2013.index(names[c]) for c in data.labels[idx]])
-    return [data.images[i] for i in idx], y
-
-
-def sfew_images(root: Path) -> tuple[list[np.ndarray], np.ndarray]:
-    data = load_dataset(root).subset("val")
-    names = list(data.label_names)
-    y = np.array([FER2013.index(names[c]) for c in data.labels])
-    imgs = [cv2.cvtColor(im, cv2.COLOR_RGB2BGR) if im.ndim == 3 else cv2.cvtColor(im, cv2.COLOR_GRAY2BGR) for im in data.images]
-    return imgs, y
-
-
-def to_fer2013(probs: np.ndarray, label_map: np.ndarray) -> np.ndarray:
-    """A model's probabilities ``(N, K)`` over FER2013's 7 classes ``(N, 7)``, renormalised over them (an 8-class
-    FER+ model is scored on the 7 shared classes: its contempt never counts as an answer)."""
-    out = np.zeros((len(probs), len(FER2013)), np.float32)
-    keep = label_map >= 0
-    out[:, label_map[keep]] = probs[:, keep]
-    return out / np.maximum(out.sum(1, keepdims=True), 1e-12)
-
-
-def shared_argmax(probs: np.ndarray, label_map: np.ndarray) -> np.ndarray:
-    """The FER2013 class of each row's most probable class among those FER2013 has."""
-    return to_fer2013(probs, label_map).argmax(1)
-
-
-def classify(rec: Recognizer, images: list[np.ndarray], y: np.ndarray, lmap: np.ndarray) -> dict:
-    probs = rec.classify_crops(images)
-    pred = shared_argmax(probs, lmap)
-    onehot = np.eye(len(FER2013), dtype=np.float32)[np.where(pred >= 0, pred, (y + 1) % len(FER2013))]
-    m = classification_metrics(y, onehot, FER2013)
-    return {"n": len(y), "accuracy": float((pred == y).mean()), "macro_f1": m["macro_f1"]}
-
-
-def pct(v: float) -> str:
-    return f"{100 * v:.2f} %"
-
-
 def markdown(res: dict) -> str:
     lines = [f"# Robustness of `{res['model']}` ({res['backend']} backend)", ""]
     if "changes" in res:
@@ -285,10 +171,10 @@ def markdown(res: dict) -> str:
     if "calibration" in res:
         lines += ["## Crop calibration (chosen on the proxy's PublicTest + SFEW-dev; PrivateTest not used)", ""]
         for det, c in res["calibration"].items():
-            b = c["best"]
+            b, o = c["best"], c["before"]
+            per = lambda g: ", ".join(f"{k} {pct(v['accuracy'])}" for k, v in g["sets"].items())  # noqa: E731
             lines.append(f"- {det}: margin {b['margin']:.2f}, offset_y {b['offset_y']:+.2f}, align {'on' if b['align'] else 'off'}: "
-                         f"proxy PublicTest {pct(b['proxy_val'])}, SFEW-dev {pct(b['sfew'])} "
-                         f"(the model's previous geometry: {pct(c['before']['proxy_val'])}, {pct(c['before']['sfew'])})")
+                         f"{per(b)} (the model's previous geometry: {per(o)})")
         lines.append("")
     return "\n".join(lines)
 
@@ -339,8 +225,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default", help="'default', a checkpoint, a run folder or an exported .onnx file")
     ap.add_argument("--backend", default="torch", choices=("torch", "onnx", "onnx-int8"))
-    ap.add_argument("--data", default=str(SHARED / "data" / "fer2013"), help="FER2013 Kaggle-layout folder")
-    ap.add_argument("--sfew", default=str(SHARED / "data" / "sfew-dev"), help="SFEW-dev folder (val/<class>/*.png)")
+    ap.add_argument("--data", default=str(DATA / "fer2013"), help="FER2013 Kaggle-layout folder")
+    ap.add_argument("--sfew", default=str(DATA / "sfew-dev"), help="SFEW-dev folder (val/<class>/*.png)")
     ap.add_argument("--detectors", default="yunet,haar", help="detectors for the end-to-end parts, comma list")
     ap.add_argument("--limit", type=int, default=0, help="a seeded N faces per FER2013 split (0: all 3,589)")
     ap.add_argument("--skip-changes", action="store_true", help="skip part 1")
@@ -348,12 +234,10 @@ def main() -> int:
     ap.add_argument("--calibrate", action="store_true", help="choose the crop geometry per detector (part 4)")
     ap.add_argument("--margins", default="-0.05,0,0.05,0.1,0.15", help="calibration grid: margins")
     ap.add_argument("--offsets", default="-0.1,-0.05,0,0.05", help="calibration grid: vertical offsets")
-    ap.add_argument("--save-model", help="with --calibrate: write a copy of the model with the chosen geometry here")
     ap.add_argument("--interpolate", metavar="A", help="checkpoint A to interpolate with --model (part 4)")
     ap.add_argument("--alphas", default="0,0.25,0.5,0.75,1", help="with --interpolate: weights of --model, comma list")
     ap.add_argument("--geometry", default="0,0,1", help="with several --alphas: the crop (margin, offset_y, align 1/0) "
                     "every point is compared with")
-    ap.add_argument("--save-half", action="store_true", help="with --save-model: store the weights as float16 (as shipped)")
     ap.add_argument("--tta", default="none", choices=("none", "flip"),
                     help="the Recognizer's test-time augmentation: flip averages each face and its mirror image")
     ap.add_argument("--threads", type=int, default=0, help="torch / ONNX Runtime / OpenCV threads (0: their default)")
@@ -361,8 +245,6 @@ def main() -> int:
     args = ap.parse_args()
     if args.out and not args.out.endswith(".json"):
         raise SystemExit(f"--out {args.out}: expected a file name ending in .json")
-    if args.save_model and not args.calibrate:
-        raise SystemExit("--save-model needs --calibrate")
     if args.threads:
         import torch
 
@@ -408,31 +290,14 @@ def main() -> int:
         if args.calibrate:
             res["calibration"] = {}
             for det_name in detectors:
-                grid = []
-                margins = [float(v) for v in args.margins.split(",")]
-                offsets = [float(v) for v in args.offsets.split(",")]
-                for m, o, a in itertools.product(margins, offsets, (True, False) if det_name == "yunet" else (False,)):
-                    g = CropGeometry(m, o, a)
-                    pv = score_scenes(rec, scenes[det_name, "val"], g, lmap)["accuracy"]
-                    sf = score_scenes(rec, scenes[det_name, "sfew"], g, lmap)["accuracy"]
-                    grid.append({**g.to_dict(), "proxy_val": pv, "sfew": sf, "score": (pv + sf) / 2})
-                    log(f"calibrate {det_name} {g}: proxy val {pct(pv)}, sfew {pct(sf)}")
-                g0 = base.crop_for(det_name)
-                before = {**g0.to_dict(), "proxy_val": score_scenes(rec, scenes[det_name, "val"], g0, lmap)["accuracy"],
-                          "sfew": score_scenes(rec, scenes[det_name, "sfew"], g0, lmap)["accuracy"]}
-                best = max(grid, key=lambda r: r["score"])
-                res["calibration"][det_name] = {"best": best, "before": before, "grid": grid}
+                fit = search_crop_geometry(args.model, det_name, proxy=args.data, photos=args.sfew,
+                                           margins=tuple(float(v) for v in args.margins.split(",")),
+                                           offsets=tuple(float(v) for v in args.offsets.split(",")), limit=args.limit,
+                                           threads=args.threads or None)
+                res["calibration"][det_name] = {k: fit[k] for k in ("best", "before", "grid", "fitted_on")}
+                log(f"calibrate {det_name}: {fit['best']}")
             base.crop_geometry = {**base.crop_geometry,
                                   **{d: {k: c["best"][k] for k in ("margin", "offset_y", "align")} for d, c in res["calibration"].items()}}
-            if args.save_model:
-                from ferkit.engine.checkpoint import export_weights, load_checkpoint
-
-                ck = load_checkpoint(args.model)
-                ck["preprocess"] = base.to_dict()
-                if Path(args.save_model).resolve() == Path(ck["path"]).resolve():
-                    raise SystemExit(f"--save-model {args.save_model}: that is the input model; give a new file name")
-                export_weights(ck, args.save_model, half=args.save_half, extra={k: ck[k] for k in ("interpolated",) if k in ck})
-                log(f"wrote {args.save_model} with crop geometry {base.crop_geometry}")
         if not args.skip_e2e:
             res["proxy"], res["sfew"] = {}, {}
             for det_name in detectors:

@@ -40,9 +40,7 @@ from urllib.parse import urlparse
 import cv2
 import httpx
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FERKIT_SHARED", REPO.parent / "shared"))
+from common import SHARED
 
 
 def one_face_photo(photo: Path, yunet: Path | None, size: tuple[int, int] = (640, 480)) -> bytes:

@@ -31,7 +31,7 @@ from ferkit.runtime import autocast
 def model_only_epoch(tr: Trainer, steps: int) -> float:
     """Images/s of ``steps`` optimizer steps on one fixed, already-normalised batch."""
     bs = tr.cfg.batch_size
-    x = tr._prepare(tr.train_t.x[:bs])  # prepared once, outside the timing
+    x = tr.transform(tr.train_t.x[:bs])  # prepared once, outside the timing
     y = tr.train_t.y[:bs]
     tr.net.train()
     t0 = time.perf_counter()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from robustness import SHARED, classify, fer_split, label_map_for
+from common import DATA, classify, fer_split, label_map_for
 
 from ferkit.engine.checkpoint import build_from_checkpoint, export_weights, interpolate_checkpoints, load_checkpoint
 from ferkit.infer.recognizer import Recognizer, TorchClassifier
@@ -36,7 +36,7 @@ def soup(ckpts: list[dict]) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="+", help="checkpoints, run folders or 'default': fine-tunes of one model")
-    ap.add_argument("--data", default=str(SHARED / "data" / "fer2013"))
+    ap.add_argument("--data", default=str(DATA / "fer2013"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--save", help="write the greedy soup here (float16 weights, as shipped)")
     args = ap.parse_args()
