@@ -19,10 +19,17 @@ RECIPES = REPO / "src" / "ferkit" / "recipes"
 os.environ.setdefault("FERKIT_DATA", str(SHARED / "data"))
 
 
+DATA_FIXTURES = {"fer_data", "fer_slice"}  # fixtures that read ../shared: a ``unit`` test may use none of them
+
+
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` selects: the tiers are known from the fixtures and files
 def pytest_collection_modifyitems(items):
-    """Mark the tiers that follow from what a test uses: ``browser`` (a Chromium fixture), ``ray`` (tests/test_ray.py)."""
+    """Mark the tiers that follow from what a test uses: ``browser`` (a Chromium fixture), ``ray`` (tests/test_ray.py);
+    refuse a ``unit`` test that uses a real-data fixture."""
     for item in items:
+        used = DATA_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if used and item.get_closest_marker("unit") is not None:
+            raise pytest.UsageError(f"{item.nodeid} is marked unit but uses {sorted(used)}, which read ../shared")
         if "browser" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.browser)
         if item.path.name == "test_ray.py":

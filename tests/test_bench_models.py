@@ -7,16 +7,15 @@ import csv
 import json
 
 import pytest
+from conftest import make_fer_slice
 
 from ferkit.app.cli import main as cli
 from ferkit.engine.config import load_config
 from ferkit.engine.evaluate import evaluate
 from ferkit.engine.trainer import train
-from ferkit.report.bench import BenchSettings, bench_models, state_dict_bytes
 from ferkit.models.registry import create_model, list_models, model_info
 from ferkit.models.summary import model_table
-
-from conftest import make_fer_slice
+from ferkit.report.bench import BenchSettings, bench_models, state_dict_bytes
 
 
 def test_table_lists_every_registered_model(tmp_path, capsys):
@@ -44,6 +43,7 @@ def test_table_lists_every_registered_model(tmp_path, capsys):
     assert {"lenet", "deep_emotion"} <= {n for n, r in rows.items() if r["latency_b1_ms"]}
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_size_on_disk_is_the_saved_state_dict(tmp_path):
     import torch
 
@@ -68,6 +68,7 @@ def test_checkpoint_row_has_its_accuracy(tmp_path):
     assert json.loads(out.read_text())[0]["accuracy"] == pytest.approx(ref["accuracy"])
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_bad_arguments_are_clear_errors(tmp_path, capsys):
     cases = [
         (["--models", "lenett"], "unknown model 'lenett'; did you mean lenet"),

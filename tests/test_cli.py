@@ -19,6 +19,7 @@ def _help(capsys, *argv: str) -> str:
     return capsys.readouterr().out
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_every_help_states_each_default_once_and_never_none(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "10000")  # one line per option, so a default cannot wrap onto the next line
     pages = {name: _help(capsys, name) for name in COMMANDS}
@@ -36,6 +37,7 @@ def test_every_help_states_each_default_once_and_never_none(capsys, monkeypatch)
     assert re.search(r"--device DEVICE +auto .*\(default: auto\)", pages["explain"])
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_shared_options_have_one_definition(monkeypatch):
     """--threads, --device, --model, --split, --detector, --backend and --no-progress read the same in every command."""
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices
@@ -53,6 +55,7 @@ def test_shared_options_have_one_definition(monkeypatch):
     assert {"predict", "serve", "bench-models"} <= set(threads)
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_user_errors_are_one_line_and_bugs_keep_their_traceback(capsys, monkeypatch):
     import ferkit.models.summary as summary
 

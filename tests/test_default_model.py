@@ -37,6 +37,7 @@ def private_test_slice() -> tuple[list[np.ndarray], np.ndarray]:
     return crops, np.array(y)
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_default_checkpoint_is_small_and_loads_as_data_only():
     assert DEFAULT_MODEL.is_file() and CARD.is_file()
     assert DEFAULT_MODEL.stat().st_size < 8 * 2**20  # a few MB, shipped in the package
@@ -77,11 +78,13 @@ def test_default_model_predicts_with_a_real_photo(tmp_path):
         assert max(f.probs.values()) > 0.3  # a trained model is not flat
 
 
+@pytest.mark.unit  # no data from ../shared
 @pytest.mark.parametrize("name", ["PrivateTest accuracy", "PrivateTest accuracy (ten-crop TTA)", "PrivateTest macro-F1"])
 def test_card_states_its_figures(name):
     assert 0 < card_figure(name) <= 100
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_card_names_the_command_and_split():
     text = CARD.read_text()
     assert "ferkit train --recipe default_fer2013" in text
@@ -94,8 +97,8 @@ def test_shipped_int8_model_is_made_from_the_shipped_weights_and_scores_as_its_c
 
     import onnx
 
-    from ferkit.infer.detectors import sha256_file
     from ferkit.engine.export import META_MODEL
+    from ferkit.infer.detectors import sha256_file
     from ferkit.infer.recognizer import DEFAULT_INT8, Recognizer
 
     assert DEFAULT_INT8.is_file() and DEFAULT_INT8.stat().st_size < 4 * 2**20

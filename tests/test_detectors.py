@@ -199,6 +199,7 @@ def empty_cache(tmp_path, monkeypatch):
     return tmp_path / "cache" / "models"
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_yunet_ships_in_the_package_with_its_notice_and_is_the_auto_choice(tmp_path, monkeypatch):
     assert D.YUNET_PACKAGED.is_file() and D.sha256_file(D.YUNET_PACKAGED) == D.YUNET_SHA256
     notice = (D.YUNET_PACKAGED.parent / "YUNET_NOTICE.md").read_text()
@@ -212,6 +213,7 @@ def test_yunet_ships_in_the_package_with_its_notice_and_is_the_auto_choice(tmp_p
     assert D.create_detector("haar").name == "haar"  # Haar stays available by name
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_damaged_packaged_weights_give_a_clear_error(tmp_path, monkeypatch):
     bad = bytearray(D.YUNET_PACKAGED.read_bytes())
     bad[1000] ^= 0xFF
@@ -224,6 +226,7 @@ def test_damaged_packaged_weights_give_a_clear_error(tmp_path, monkeypatch):
             D.create_detector(name)
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_auto_is_haar_with_a_notice_when_opencv_lacks_yunet(monkeypatch, caplog):
     monkeypatch.delattr(cv2, "FaceDetectorYN")
     monkeypatch.setattr(D, "_fallback_noticed", False)
@@ -281,6 +284,7 @@ def test_corrupted_cached_weights_are_downloaded_again(empty_cache, monkeypatch)
     assert D.sha256_file(path) == D.YUNET_SHA256
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_missing_weights_errors_name_the_place(empty_cache, monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match="FERKIT_YUNET"):
         D.yunet_weights(download=False)

@@ -113,6 +113,7 @@ def load_model_from(ckpt):
     return model.eval(), pre
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_bad_ensembles_say_why(variants, tmp_path):
     assert ensemble_members("default") is None and ensemble_members("a,b") == ["a", "b"]
     with pytest.raises(ValueError, match="two or more models joined by commas"):

@@ -24,6 +24,7 @@ DUPLICATES = FER_ROOT / "duplicates.csv"
 # ------------------------------------------------------------------ metrics by hand
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_metrics_match_a_hand_computed_case():
     names = ["angry", "happy", "sad", "surprise"]  # surprise: no sample and never predicted
     y = np.array([0, 0, 0, 1, 1, 2])
@@ -267,6 +268,7 @@ def test_split_all_scores_a_flat_folder_of_class_folders(trained, tmp_path, caps
     assert json.loads((same / "metrics.json").read_text())["confusion_matrix"] == m["confusion_matrix"]
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_never_predicted_classes_are_called_out():
     from ferkit.engine.evaluate import format_summary
     from ferkit.metrics import never_predicted
@@ -287,6 +289,7 @@ def test_never_predicted_classes_are_called_out():
 RECIPES = sorted((REPO / "src" / "ferkit" / "recipes").glob("*.yaml"))
 
 
+@pytest.mark.unit  # no data from ../shared
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
 def test_recipe_loads_and_names_a_registered_model(path):
     from ferkit import labels as L

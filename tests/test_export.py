@@ -222,6 +222,7 @@ def test_int8_export_refuses_what_it_cannot_do(tmp_path, capsys, caplog, exporte
     assert "is not an int8 file" in caplog.text
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_unknown_format_is_refused():
     with pytest.raises(ValueError, match="unknown export format 'tflite'; valid: onnx, torchscript"):
         E.export_model("default", "x.tflite", "tflite")

@@ -30,6 +30,7 @@ def majority_test():
     return load_dataset(FER_ROOT, ferplus=VOTES, ferplus_mode="majority", join_csv=JOIN).subset("test")
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_ferplus_checkpoint_has_eight_classes_and_loads_as_data_only():
     ckpt = load_checkpoint("ferplus")
     assert tuple(ckpt["preprocess"]["label_names"]) == L.FERPLUS and "contempt" in L.FERPLUS

@@ -120,6 +120,7 @@ def test_ray_engine_lists_a_folder_as_predict_does_each_real_file_once(tmp_path,
 # ------------------------------------------------------------------ 2. unreadable and huge files
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_image_files_that_cannot_be_read_are_named_with_the_reason(tmp_path):
     """As root a chmod 000 file still reads (see the CLI tests below for real permissions); these are the other
     ways a name with an image extension holds no readable image, each an ImageReadError naming the file."""
@@ -216,6 +217,7 @@ BAD_PREPROCESS = {
 }
 
 
+@pytest.mark.unit  # no data from ../shared
 @pytest.mark.parametrize("key", BAD_PREPROCESS)
 def test_a_checkpoint_with_an_absurd_preprocess_value_is_refused_naming_file_and_value(tmp_path, key):
     """input_size 100000 loaded fine, then allocated 10^10 pixels a face until the kernel killed ferkit."""
@@ -230,6 +232,7 @@ def test_a_checkpoint_with_an_absurd_preprocess_value_is_refused_naming_file_and
     assert msg.startswith(f"{path}: a damaged ferkit checkpoint: ") and needle in msg and "\n" not in msg, msg
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_a_checkpoint_whose_label_names_disagree_with_its_outputs_is_refused(tmp_path):
     ckpt = _default_checkpoint()
     ckpt["preprocess"]["label_names"] = ["happy", "sad", "neutral"]
@@ -260,6 +263,7 @@ class Payload:
     """Any Python object: the weights-only loader refuses it."""
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_random_bytes_are_not_a_checkpoint_file_and_torch_warns_nothing(tmp_path, capsys):
     noise = tmp_path / "noise.pt"
     noise.write_bytes(bytes((i * 97 + 13) % 256 for i in range(5000)))

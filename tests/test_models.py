@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import FER_ROOT
 from torch import nn
 
-from conftest import FER_ROOT
 from ferkit.app.cli import main
 from ferkit.engine.config import TrainConfig
 from ferkit.engine.optim import param_groups
@@ -63,6 +63,7 @@ CASES = [(name, 5, natural_chans(name)) for name in MODELS] + [
 ]
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_cases_cover_every_model():
     assert {c[0] for c in CASES} == set(MODELS)
     assert {"lenet", "vgg9", "vgg_khaireddin", "resnext18", "deep_emotion", "tv_vgg11", "tv_vgg16", "tv_resnet18",
@@ -91,6 +92,7 @@ def test_model_trains_at_its_input_size(name, num_classes, in_chans):
     assert [m for m in model.head.modules() if isinstance(m, nn.Linear)][-1].out_features == num_classes
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_unknown_model_name_lists_valid_names():
     with pytest.raises(ValueError, match="vgg_khaireddin") as err:
         create_model("vgg_khairedin")
@@ -105,6 +107,7 @@ def test_deep_emotion_starts_with_identity_warp():
         torch.testing.assert_close(model.warp(x), x, atol=1e-5, rtol=0)
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_resnext18_is_grouped_and_plausibly_sized():
     model = create_model("resnext18")
     grouped = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
@@ -123,6 +126,7 @@ def resnet18_file(tmp_path_factory):
     return path, state
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_pretrained_loads_local_weights_and_gets_a_new_head(resnet18_file):
     path, state = resnet18_file
     model = create_model("tv_resnet18", num_classes=5, in_chans=3, weights=str(path))
@@ -136,6 +140,7 @@ def test_pretrained_loads_local_weights_and_gets_a_new_head(resnet18_file):
     assert head_params == {id(p) for p in model.head.parameters()}
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_pretrained_imagenet_weights_come_from_torchvision_cache(resnet18_file, tmp_path, monkeypatch):
     # A file already in torchvision's cache is used as is: this exercises the real "imagenet" path offline.
     path, state = resnet18_file
@@ -160,6 +165,7 @@ def test_pretrained_grey_input_sums_rgb_kernels(resnet18_file):
                                    atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_pretrained_rejects_bad_weights(resnet18_file, tmp_path):
     path, _ = resnet18_file
     with pytest.raises(ValueError, match=r"resnet18\.pth: not a state dict of torchvision's ResNet \(missing .*layer1"):
@@ -168,12 +174,14 @@ def test_pretrained_rejects_bad_weights(resnet18_file, tmp_path):
         create_model("tv_resnet18", weights="imagenet1k")
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_count_flops_is_twice_the_multiply_adds():
     conv = nn.Conv2d(1, 8, 3, padding=1)  # 8 filters x 9 taps per output pixel
     assert count_flops(conv, 48, 1) == 2 * 8 * 9 * 48 * 48
     assert count_params(conv) == 8 * 9 + 8
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_model_table_rows():
     rows = {r["name"]: r for r in model_table(["lenet", "vgg9", "tv_resnet18"])}
     # LeNet-5 at 48x48: conv 1->6 (5x5), conv 6->16 (5x5), FC 16*9*9->120, 120->84, 84->7.

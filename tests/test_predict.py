@@ -219,6 +219,7 @@ def test_image_without_faces_gives_no_records_and_no_error(tmp_path, capsys):
     assert (out / "annotated" / "no_face.jpg").is_file()
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_bad_sources_are_one_line_errors(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "o")]) == 1
     assert "missing.mp4" in capsys.readouterr().err

@@ -375,6 +375,7 @@ def test_decoded_cache_is_reused_and_invalidated_on_change(slice5, tmp_path, mon
 # ------------------------------------------------------------------ bad input
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_csv_with_missing_columns_is_an_error_naming_file_and_column(tmp_path):
     bad = tmp_path / "no_pixels.csv"
     bad.write_text("emotion,Usage\n3,Training\n")

@@ -189,6 +189,7 @@ def test_bad_images_raise_errors_that_say_what_is_wrong(rec, tmp_path):
         rec(np.zeros((20, 20, 3), np.uint8), order="bgra")
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_as_bgr_conversions():
     rgb = np.zeros((2, 3, 3), np.uint8)
     rgb[..., 0] = 200  # red
@@ -290,6 +291,7 @@ def test_default_model_loads_and_predicts_with_no_network(monkeypatch, tmp_path,
     assert len(faces) == 2 and all(f.label in rec.label_names for f in faces)
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_public_api_is_lazy_and_complete():
     # `import ferkit` must not pull in torch or OpenCV (fast CLI start-up, fast `import ferkit`).
     code = "import sys, ferkit; print(sorted(m for m in ('torch', 'cv2') if m in sys.modules))"

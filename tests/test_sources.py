@@ -85,6 +85,7 @@ def test_video_written_by_ferkit_reads_back_with_its_frames_and_size(tmp_path):
     assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(real, back)) < 8
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_missing_video_file_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothere.mp4"):
         open_source(tmp_path / "nothere.mp4")
@@ -105,6 +106,7 @@ def test_video_with_zero_frames_is_a_clear_error(tmp_path):
         open_source(truncated)
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_webcam_that_is_not_there_is_a_clear_error():
     with pytest.raises(RuntimeError, match="no camera at index 97"):
         open_source("97")
@@ -112,11 +114,13 @@ def test_webcam_that_is_not_there_is_a_clear_error():
         open_source(98)
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_stream_that_cannot_be_opened_names_the_url():
     with pytest.raises(RuntimeError, match="rtsp://127.0.0.1:9/none"):
         open_source("rtsp://127.0.0.1:9/none")
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_empty_folder_and_folder_without_images_are_errors(tmp_path):
     with pytest.raises(ValueError, match="no images found"):
         open_source(tmp_path)
@@ -125,6 +129,7 @@ def test_empty_folder_and_folder_without_images_are_errors(tmp_path):
         open_source(tmp_path)
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_unreadable_single_image_names_the_file(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG but truncated")

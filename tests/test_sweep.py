@@ -10,12 +10,11 @@ from pathlib import Path
 
 import cv2
 import pytest
+from conftest import FER_ROOT, REPO, make_fer_slice
 
 from ferkit.app.cli import main as cli
 from ferkit.engine import sweep as S
 from ferkit.engine import trainer as T
-
-from conftest import FER_ROOT, REPO, make_fer_slice
 
 SWEEP_RECIPES = REPO / "src" / "ferkit" / "recipes" / "sweeps"
 
@@ -163,6 +162,7 @@ def test_a_diverging_run_is_reported_and_the_others_finish(fer_slice, tmp_path, 
     assert "lr-1e9/seed0 (failed: training diverged" in (out / "summary.md").read_text()
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_sweep_file_named_configs_times_grid(tmp_path):
     (tmp_path / "base.yaml").write_text("model: lenet\nepochs: 3\n")
     f = tmp_path / "s.yaml"

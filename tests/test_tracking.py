@@ -54,6 +54,7 @@ def _tracks(tracked: list[list[Face]]) -> dict[int, list[tuple[int, Face]]]:
     return out
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_tracker_follows_moving_faces_and_drops_lost_ones():
     tr = Tracker(max_age=2, smoothing=None)
     a = tr.update([_face((100, 100, 50, 60)), _face((300, 100, 50, 60))])
@@ -73,6 +74,7 @@ def test_tracker_follows_moving_faces_and_drops_lost_ones():
     assert tr.update([_face((150, 100, 50, 60))])[0].track_id not in ids
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_smoothing_is_an_ema_of_probabilities_and_can_be_switched_off():
     probs = [(0.1, 0.8, 0.1), (0.1, 0.1, 0.8), (0.1, 0.1, 0.8)]
     smooth, raw = Tracker(smoothing=0.6), Tracker(smoothing=None)

@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FER_ROOT
 
 from ferkit.app.cli import main as cli
 from ferkit.engine.checkpoint import load_checkpoint, load_model
 from ferkit.engine.config import load_config
 from ferkit.engine.trainer import train
-
-from conftest import FER_ROOT
 
 # Three visually distinct classes keep a few-epoch CPU run meaningful: chance is 1/3.
 FAST = [f"data={FER_ROOT}", "labels=happy,surprise,neutral", "model=resnet11", "model_kwargs={width: 16}",
@@ -131,6 +130,7 @@ def test_unknown_recipe_and_non_empty_output(tmp_path, capsys):
     assert cli(["train", "--resume", "--out", str(tmp_path / "nothing")]) == 1
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_train_limit_is_exact_and_keeps_class_shares():
     """FER2013's Training class counts: rounding each class on its own made train_limit=8000 give 8001."""
     from ferkit.data.dataset import FerData
@@ -194,6 +194,7 @@ def test_ddp_under_torchrun_on_two_cpu_processes(tmp_path):
     assert len(rows) == 2 and float(rows[0]["train_img_s"]) > 0
 
 
+@pytest.mark.unit  # no data from ../shared
 def test_weight_ema_is_the_running_mean_then_exponential():
     from ferkit.engine.optim import WeightEMA
 
