@@ -7,15 +7,16 @@ import csv
 import json
 
 import pytest
-from conftest import make_fer_slice
 
 from ferkit.app.cli import main as cli
 from ferkit.engine.config import load_config
 from ferkit.engine.evaluate import evaluate
 from ferkit.engine.trainer import train
+from ferkit.report.bench import BenchSettings, bench_models, state_dict_bytes
 from ferkit.models.registry import create_model, list_models, model_info
 from ferkit.models.summary import model_table
-from ferkit.report.bench import BenchSettings, bench_models, state_dict_bytes
+
+from conftest import make_fer_slice
 
 
 def test_table_lists_every_registered_model(tmp_path, capsys):

@@ -97,8 +97,8 @@ def test_shipped_int8_model_is_made_from_the_shipped_weights_and_scores_as_its_c
 
     import onnx
 
-    from ferkit.engine.export import META_MODEL
     from ferkit.infer.detectors import sha256_file
+    from ferkit.engine.export import META_MODEL
     from ferkit.infer.recognizer import DEFAULT_INT8, Recognizer
 
     assert DEFAULT_INT8.is_file() and DEFAULT_INT8.stat().st_size < 4 * 2**20

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import FER_ROOT
 from torch import nn
 
+from conftest import FER_ROOT
 from ferkit.app.cli import main
 from ferkit.engine.config import TrainConfig
 from ferkit.engine.optim import param_groups

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import cv2
 import pytest
-from conftest import FER_ROOT, REPO, make_fer_slice
 
 from ferkit.app.cli import main as cli
 from ferkit.engine import sweep as S
 from ferkit.engine import trainer as T
+
+from conftest import FER_ROOT, REPO, make_fer_slice
 
 SWEEP_RECIPES = REPO / "src" / "ferkit" / "recipes" / "sweeps"
 

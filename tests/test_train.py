@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FER_ROOT
 
 from ferkit.app.cli import main as cli
 from ferkit.engine.checkpoint import load_checkpoint, load_model
 from ferkit.engine.config import load_config
 from ferkit.engine.trainer import train
+
+from conftest import FER_ROOT
 
 # Three visually distinct classes keep a few-epoch CPU run meaningful: chance is 1/3.
 FAST = [f"data={FER_ROOT}", "labels=happy,surprise,neutral", "model=resnet11", "model_kwargs={width: 16}",
