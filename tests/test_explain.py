@@ -10,17 +10,17 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import FER_ROOT, make_fer_slice
 
 from ferkit.app.cli import main as cli
 from ferkit.engine.checkpoint import load_model
 from ferkit.engine.config import load_config
+from ferkit.engine.evaluate import predict_split
 from ferkit.engine.trainer import train
 from ferkit.imageio import read_image
 from ferkit.models.registry import create_model
-from ferkit.report.galleries import confused_pairs, predict_split, write_galleries
+from ferkit.report.galleries import confused_pairs, write_galleries
 from ferkit.report.saliency import explain_images, find_cam_layer, grad_cam, save_explanation_grid, vanilla_saliency
-
-from conftest import FER_ROOT, make_fer_slice
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,8 @@ def test_grid_png_shows_every_image(trained, tmp_path):
 def test_galleries_pick_most_confident_right_and_wrong(trained, tmp_path):
     run, data = trained
     sp = predict_split(run, data, "PrivateTest")
-    assert len(sp.labels) == 140 and sp.probs.shape == (140, 7)
+    labels, pred = sp.part.labels, sp.probs["none"].argmax(1)
+    assert len(labels) == 140 and sp.probs["none"].shape == (140, 7)
     paths = write_galleries(sp, tmp_path, n=3, pairs=2)
     for kind in ("correct", "wrong", "confused"):
         assert cv2.imread(str(paths[kind])) is not None
@@ -117,11 +118,11 @@ def test_galleries_pick_most_confident_right_and_wrong(trained, tmp_path):
         assert conf == sorted(conf, reverse=True) and len(items) <= 3
         if gallery != "confused":
             assert {r["true"] for r in items} == {row}
-    pairs = confused_pairs(sp.labels, sp.pred, 7, k=2)
-    wrong = sp.labels != sp.pred
-    top = max(np.bincount(sp.labels[wrong] * 7 + sp.pred[wrong]))
+    pairs = confused_pairs(labels, pred, 7, k=2)
+    wrong = labels != pred
+    top = max(np.bincount(labels[wrong] * 7 + pred[wrong]))
     assert pairs[0][2] == top  # the most frequent mistake comes first
-    names = sp.label_names
+    names = sp.pre.label_names
     assert {row for g, row in by if g == "confused"} == {f"{names[t]} → {names[p]} ({c})" for t, p, c in pairs}
 
 
@@ -148,7 +149,6 @@ def test_explain_names_the_sample_it_drew_and_warns_of_classes_never_predicted(t
     """--limit scores a sample: the galleries say which one (and its accuracy), so no report mixes it up with the split."""
     import json
 
-    from ferkit.report.galleries import predict_split
     from ferkit.metrics import classification_metrics, never_predicted
 
     run, data = trained
@@ -161,9 +161,10 @@ def test_explain_names_the_sample_it_drew_and_warns_of_classes_never_predicted(t
     assert meta["subset"] == "100 of 420 images of every split (Training + PublicTest + PrivateTest) (stratified sample, seed 0)"
     assert (meta["n"], meta["total"], meta["seed"], meta["split"]) == (100, 420, 0, "all")
     sp = predict_split(run, data, "all", limit=100, seed=0)
-    assert meta["accuracy"] == pytest.approx(float((sp.pred == sp.labels).mean()))
-    missing = never_predicted(classification_metrics(sp.labels, sp.probs, sp.label_names))
+    labels, probs = sp.part.labels, sp.probs["none"]
+    assert meta["accuracy"] == pytest.approx(float((probs.argmax(1) == labels).mean()))
+    missing = never_predicted(classification_metrics(labels, probs, sp.pre.label_names))
     assert meta["never_predicted"] == missing
     assert missing and f"the model never predicts {', '.join(missing)}" in caplog.text  # a 3-epoch LeNet collapses
     with open(out / "galleries.csv", newline="") as fh:
-        assert {r["source"] for r in csv.DictReader(fh)} <= set(sp.sources.tolist())  # drawn from that sample
+        assert {r["source"] for r in csv.DictReader(fh)} <= set(sp.part.sources.tolist())  # drawn from that sample

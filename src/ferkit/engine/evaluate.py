@@ -27,13 +27,22 @@ from ferkit import labels as L
 from ferkit.data.augment import TTA_VIEWS
 from ferkit.data.dataset import ALL, FerData, canonical_split
 from ferkit.data.readers import load_dataset
-from ferkit.engine.checkpoint import build_from_checkpoint, load_checkpoint
+from ferkit.engine.classify import ModelRef
 from ferkit.engine.preprocess import Preprocess
 from ferkit.engine.steps import images_to_tensor, predict_probs
+from ferkit.metrics import (
+    accuracy_of_most_confident,
+    calibration_markdown,
+    calibration_metrics,
+    classification_metrics,
+    confusion_markdown,
+    coverage_curve,
+    coverage_markdown,
+    never_predicted,
+    never_predicted_note,
+    per_class_markdown,
+)
 from ferkit.runtime import autocast_dtype, select_device
-from ferkit.metrics import (accuracy_of_most_confident, calibration_markdown, calibration_metrics, classification_metrics,
-                            confusion_markdown, coverage_curve, coverage_markdown, never_predicted, never_predicted_note,
-                            per_class_markdown)
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +127,7 @@ def _split_role(split: str, cfg: dict, same_data: bool) -> str:
     return f"from a dataset other than the one named in the checkpoint ({trained_on}); if it holds the same images, it is {role}"
 
 
-def trained_dataset(cfg: dict, model: str | Path) -> str:
+def trained_dataset(cfg: dict, model: str | Path | ModelRef) -> str:
     """The dataset a checkpoint's config names, when it can be found from here; else an error asking for one.
 
     The path is stored as it was given at training time, often relative (``../shared/...``), so it
@@ -137,9 +146,10 @@ def trained_dataset(cfg: dict, model: str | Path) -> str:
 FERPLUS_MODES = ("majority", "soft", "off")
 
 
-def _load_eval_data(data: str | Path | None, cfg: dict, model: str | Path,
-                    ferplus_mode: str | None = None) -> tuple[FerData, Path, bool]:
-    """The dataset to evaluate on; with the checkpoint's own dataset, also its label source (FER+ votes).
+def load_eval_data(data: str | Path | None, cfg: dict, model: str | Path | ModelRef,
+                   ferplus_mode: str | None = None) -> tuple[FerData, Path, bool]:
+    """The dataset to evaluate on (``data``; None: the one ``cfg``, the model's training config, names), with the
+    label source training used when it is that dataset (FER+ votes, ``join_csv``): ``(dataset, its path, same)``.
 
     ``ferplus_mode``: how a model trained on FER+ votes is scored: None as in training, "majority" (the
     protocol of Barsoum et al.: a label only where most raters agree), "soft" (the top vote), or "off"
@@ -161,14 +171,12 @@ def _load_eval_data(data: str | Path | None, cfg: dict, model: str | Path,
     return ds, path, same
 
 
-def _onnx_model(path: str | Path) -> tuple[dict, torch.nn.Module, Preprocess]:
+def _onnx_model(ref: ModelRef) -> tuple[dict, torch.nn.Module, Preprocess]:
     """An exported ``.onnx`` file (e.g. ``ferkit export --int8``) as (checkpoint-like dict, module, Preprocess)."""
-    from ferkit.engine.export import OnnxClassifier
-
-    clf = OnnxClassifier(path)
-    name = clf.model_spec.get("name", "onnx") + (" (int8)" if clf.model_spec.get("quantized") else "")
-    cfg = clf.model_spec.get("trained_on") or {}
-    return {"path": str(path), "model": {"name": name}, "config": cfg}, clf.as_module(), clf.preprocess
+    module, pre = ref.build("cpu")
+    spec = module.classifier.model_spec  # the file's ferkit.model metadata
+    name = spec.get("name", "onnx") + (" (int8)" if spec.get("quantized") else "")
+    return {"path": str(ref.path), "model": {"name": name}, "config": ref.config}, module, pre
 
 
 def _score(y: np.ndarray, probs: dict[str, np.ndarray], names: tuple[str, ...], min_confidence: float | None = None) -> dict:
@@ -192,17 +200,17 @@ def calibration_summary(y: np.ndarray, probs: np.ndarray, min_confidence: float 
     return out
 
 
-def load_eval_model(model_spec: str | Path, device: str = "auto") -> tuple[dict, torch.nn.Module, Preprocess, torch.device]:
+def load_eval_model(model_spec: str | Path | ModelRef,
+                    device: str = "auto") -> tuple[dict, torch.nn.Module, Preprocess, torch.device]:
     """``(checkpoint-like dict, model in eval mode, Preprocess, device)`` for a checkpoint, run folder, ensemble
-    or exported ``.onnx`` file (run by ONNX Runtime on the CPU)."""
-    if str(model_spec).lower().endswith(".onnx"):
-        ckpt, model, pre = _onnx_model(model_spec)
-        dev = torch.device("cpu")
-    else:
-        ckpt = load_checkpoint(model_spec)
-        model, pre = build_from_checkpoint(ckpt)
-        dev = select_device(device)
-    return ckpt, model.to(dev).eval(), pre, dev
+    or exported ``.onnx`` file (run by ONNX Runtime on the CPU): anything :meth:`ModelRef.resolve` takes."""
+    ref = ModelRef.resolve(model_spec)
+    if ref.kind == "onnx":
+        ckpt, model, pre = _onnx_model(ref)
+        return ckpt, model, pre, torch.device("cpu")
+    dev = select_device(device)
+    model, pre = ref.build(dev)
+    return ref.checkpoint, model, pre, dev
 
 
 def model_part(ds: FerData, split: str, pre: Preprocess, data_path: str | Path) -> tuple[FerData, dict, list[int]]:
@@ -267,7 +275,9 @@ class SplitPredictions:
 
     ``probs``: TTA mode ("none", and the asked one) -> ``(N, K)`` calibrated probabilities over
     ``pre.label_names``, classes the data lacks zeroed (:func:`drop_absent`); a row of zeros is an answer not
-    given. ``part``: the split, its labels mapped onto the model's classes."""
+    given. ``part``: the split, its labels mapped onto the model's classes; with a ``limit``, a stratified sample
+    of ``total`` images (``seed``). ``what`` names the split's images (:func:`split_images`); ``model`` is the
+    module that scored them (None where a Recognizer did)."""
 
     ckpt: dict
     pre: Preprocess
@@ -279,44 +289,67 @@ class SplitPredictions:
     unmapped: dict
     absent: list[int]
     labels_from: str | None = None
+    total: int = 0  # images of the split before ``limit`` (0: as many as ``part``)
+    seed: int = 0
+    what: str = ""
+    model: torch.nn.Module | None = None
+
+    @property
+    def subset(self) -> str:
+        """Which images these are, e.g. "600 of 3,589 test (FER2013 PrivateTest) images (stratified sample, seed 0)"."""
+        n, what = len(self.part), self.what or f"{self.split} images"
+        total = max(self.total, n)
+        if n < total:
+            return f"{n:,} of {total:,} {what} (stratified sample, seed {self.seed})"
+        return f"all {n:,} {what}"
 
 
-def predict_split(model_spec: str | Path = "default", data: str | Path | None = None, split: str = "test",
+def predict_split(model_spec: str | Path | ModelRef = "default", data: str | Path | None = None, split: str = "test",
                   tta: str = "none", batch_size: int | None = None, device: str = "auto", ferplus_mode: str | None = None,
-                  ferplus: str | Path | None = None, join_csv: str | Path | None = None) -> SplitPredictions:
-    """The one path from a model spec and a dataset split to the model's probabilities on it (the arguments are
-    :func:`evaluate`'s): evaluation, galleries, reports and temperature fitting all score through it."""
+                  ferplus: str | Path | None = None, join_csv: str | Path | None = None, limit: int = 0,
+                  seed: int = 0) -> SplitPredictions:
+    """The one path from a model and a dataset split to the model's probabilities on it (the other arguments are
+    :func:`evaluate`'s): evaluation, galleries, reports and temperature fitting all score through it.
+    ``limit`` > 0 scores a seeded (``seed``), class-stratified sample of that many images (quick looks)."""
     if tta not in TTA_MODES:
         raise ValueError(f"unknown TTA mode {tta!r}; expected one of {', '.join(TTA_MODES)}")
     split = canonical_split(split, allow_all=True)
-    ckpt, model, pre, dev = load_eval_model(model_spec, device)
+    ref = ModelRef.resolve(model_spec)
+    ckpt, model, pre, dev = load_eval_model(ref, device)
     cfg = ckpt.get("config") or {}
     labels_from = None
     if ferplus is not None:
         if data is None:
-            data = trained_dataset(cfg, model_spec)
+            data = trained_dataset(cfg, ref)
         mode = ferplus_mode if ferplus_mode not in (None, "off") else "majority"
         ds, data_path, same_data = load_dataset(data, ferplus=ferplus, ferplus_mode=mode, join_csv=join_csv), Path(data), False
         labels_from = f"FER+ votes ({mode}) of {ferplus}"
     else:
-        ds, data_path, same_data = _load_eval_data(data, cfg, model_spec, ferplus_mode)
+        ds, data_path, same_data = load_eval_data(data, cfg, ref, ferplus_mode)
     part, unmapped, absent = model_part(ds, split, pre, data_path)
+    total, what = len(part), split_images(part, split)
+    if limit > 0:
+        from ferkit.engine.builders import stratified_subset
+
+        part = stratified_subset(part, limit, seed)
 
     x = images_to_tensor(pre.prepare_images(part.images))  # uint8 (N, C, S, S): the model's channels and size
     amp = autocast_dtype(cfg.get("amp", "auto"), dev)
     bs = batch_size or int(cfg.get("eval_batch_size", 512))
     channels_last = bool(cfg.get("channels_last", False))
-    log.info("evaluating %s on %d %s images of %s", ckpt["path"], len(part), split, data_path)
+    n = f"{len(part):,} of {total:,}" if len(part) < total else f"{len(part):,}"
+    log.info("evaluating %s on %s %s of %s", ckpt["path"], n, what, data_path)
     probs = {"none": predict_probs(model, x, pre, "none", bs, amp, channels_last)}
     if tta != "none":
         probs[tta] = predict_probs(model, x, pre, tta, bs, amp, channels_last)
     for p in probs.values():
         drop_absent(p, absent)
-    return SplitPredictions(ckpt, pre, part, probs, split, data_path, same_data, unmapped, absent, labels_from)
+    return SplitPredictions(ckpt, pre, part, probs, split, data_path, same_data, unmapped, absent, labels_from,
+                            total, seed, what, model)
 
 
 def evaluate(
-    model_spec: str | Path = "default",
+    model_spec: str | Path | ModelRef = "default",
     data: str | Path | None = None,
     split: str = "test",
     tta: str = "none",
@@ -329,7 +362,8 @@ def evaluate(
     join_csv: str | Path | None = None,
     min_confidence: float | None = None,
 ) -> dict:
-    """Evaluate a model (checkpoint file, run folder or ``"default"``) on one split of a dataset.
+    """Evaluate a model (checkpoint file, run folder, ``"default"``, ensemble, ``.onnx`` file or
+    :class:`ModelRef`) on one split of a dataset.
 
     ``data``: a fer2013.csv or an image folder; default the dataset the model was trained on.
     ``split``: train/val/test or an alias (Training, PublicTest, PrivateTest), or ``"all"`` (every image).
@@ -448,8 +482,8 @@ def format_summary(result: dict) -> str:
     cal = r.get("calibration")
     if cal:
         lines += ["", f"## Calibration (no TTA; temperature {r.get('temperature', 1.0):.3f})", "",
-                  f"{calibration_markdown(cal)}. Accuracy on the most confident half: "
-                  f"{100 * cal['accuracy_most_confident_50']:.1f} %, quarter: {100 * cal['accuracy_most_confident_25']:.1f} %.",
+                  (f"{calibration_markdown(cal)}. Accuracy on the most confident half: "
+                   f"{100 * cal['accuracy_most_confident_50']:.1f} %, quarter: {100 * cal['accuracy_most_confident_25']:.1f} %."),
                   "", "A face whose top probability is below P is answered 'uncertain' with --min-confidence P:", "",
                   coverage_markdown(cal["coverage"])]
     lines += ["", "## Per class (no TTA)", "", per_class_markdown(r), "",
@@ -457,7 +491,7 @@ def format_summary(result: dict) -> str:
     if tta:
         lines += [f"## Confusion matrix (TTA {tta['mode']})", "", confusion_markdown(tta), ""]
     if lf:
-        lines += ["Leak-free: FER2013 holds byte-identical copies of some test images in Training "
-                  f"(listed in `{lf['duplicates']}`); a model may have memorised them, so the leak-free "
-                  "figure leaves them out.", ""]
+        lines += [("Leak-free: FER2013 holds byte-identical copies of some test images in Training "
+                   f"(listed in `{lf['duplicates']}`); a model may have memorised them, so the leak-free "
+                   "figure leaves them out."), ""]
     return "\n".join(lines)

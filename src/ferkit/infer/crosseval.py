@@ -24,7 +24,7 @@ import numpy as np
 
 from ferkit.data.dataset import canonical_split
 from ferkit.data.readers import load_dataset
-from ferkit.engine.checkpoint import load_checkpoint
+from ferkit.engine.classify import ModelRef
 from ferkit.engine.evaluate import SplitPredictions, drop_absent, evaluate, model_part, scored_result, write_outputs
 from ferkit.infer.recognizer import Recognizer, as_bgr
 
@@ -75,7 +75,7 @@ def largest_faces(rec: Recognizer, images: list[np.ndarray]) -> tuple[np.ndarray
     return probs, faces
 
 
-def predict_photos(model_spec: str = "default", data: str | Path = "", split: str = "val", detector: str = "yunet",
+def predict_photos(model_spec: str | Path | ModelRef = "default", data: str | Path = "", split: str = "val", detector: str = "yunet",
                    device: str = "cpu", backend: str = "torch", threads: int | None = None,
                    label_pattern: str | None = None, yunet_path: str | None = None,
                    min_face: int | None = None) -> tuple[SplitPredictions, list, str]:
@@ -84,17 +84,18 @@ def predict_photos(model_spec: str = "default", data: str | Path = "", split: st
     detector that ran ("auto" resolved). ``backend``
     "torch" by default: the exact model (a shipped model's int8 file is a little less accurate; "auto" scores
     what ``Recognizer()`` runs)."""
-    rec = Recognizer(model=model_spec, detector=detector, device=device, backend=backend, threads=threads,
+    ref = ModelRef.resolve(model_spec)  # once: the Recognizer runs it, the result names it
+    rec = Recognizer(model=ref, detector=detector, device=device, backend=backend, threads=threads,
                      yunet_path=yunet_path, min_face=min_face)
     pre = rec.preprocess
-    if str(model_spec).lower().endswith(".onnx"):
-        ckpt = {"path": str(model_spec), "model": {"name": "onnx"}, "config": {}}
+    if ref.kind == "onnx":
+        ckpt = {"path": str(ref.path), "model": {"name": "onnx"}, "config": ref.config}
     else:
-        ckpt = load_checkpoint(model_spec)
+        ckpt = ref.checkpoint
     ds = load_dataset(data, label_pattern=label_pattern)
     split = photo_split(ds, split)
     part, unmapped, absent = model_part(ds, split, pre, data)
-    log.info("evaluating %s end to end (%s) on %d %s images of %s", model_spec, rec.detector.name, len(part), split, data)
+    log.info("evaluating %s end to end (%s) on %d %s images of %s", ref, rec.detector.name, len(part), split, data)
     probs, faces = largest_faces(rec, list(part.images))
     drop_absent(probs, absent)
     sp = SplitPredictions(ckpt, pre, part, {"none": probs}, split, Path(data), False, unmapped, absent,
@@ -102,7 +103,7 @@ def predict_photos(model_spec: str = "default", data: str | Path = "", split: st
     return sp, faces, rec.detector.name
 
 
-def evaluate_photos(model_spec: str = "default", data: str | Path = "", split: str = "val", detector: str = "yunet",
+def evaluate_photos(model_spec: str | Path | ModelRef = "default", data: str | Path = "", split: str = "val", detector: str = "yunet",
                     out_dir: str | Path | None = None, device: str = "cpu", backend: str = "torch",
                     threads: int | None = None, label_pattern: str | None = None, min_confidence: float | None = None,
                     yunet_path: str | None = None, min_face: int | None = None) -> dict:
@@ -125,13 +126,14 @@ def evaluate_photos(model_spec: str = "default", data: str | Path = "", split: s
     return result
 
 
-def evaluate_sets(model_spec: str, sets: list[EvalSet], split: str = "test", tta: str = "none",
+def evaluate_sets(model_spec: str | Path | ModelRef, sets: list[EvalSet], split: str = "test", tta: str = "none",
                   out_dir: str | Path | None = None, batch_size: int | None = None, device: str = "auto",
                   duplicates: str | None = None, ferplus_mode: str | None = None, join_csv: str | None = None,
                   detector: str = "yunet", threads: int | None = None, label_pattern: str | None = None,
                   min_confidence: float | None = None, yunet_path: str | None = None, min_face: int | None = None) -> list[dict]:
     """Evaluate one model on every set (each result gets ``"set"``: its name and kind); with ``out_dir`` and
     several sets, each set's outputs go to a subfolder, with ``table.md``, ``table.json`` and ``coverage.png``."""
+    model_spec = ModelRef.resolve(model_spec)  # once for every set
     many = len(sets) > 1
     results = []
     for i, s in enumerate(sets):
@@ -181,7 +183,7 @@ def real_face_score(results: list[dict]) -> float | None:
     return float(np.mean(acc)) if acc else None
 
 
-def format_table(model_spec: str, results: list[dict], min_confidence: float | None = None) -> str:
+def format_table(model_spec: str | Path | ModelRef, results: list[dict], min_confidence: float | None = None) -> str:
     """A Markdown table: per dataset n, accuracy, macro-F1 and ECE (and the answered share and accuracy at
     ``min_confidence``), the classes left out, and the real-face score over the photo sets."""
     head = "| dataset | how | split | n | accuracy | macro-F1 | ECE |"

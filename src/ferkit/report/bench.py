@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ferkit.engine.checkpoint import load_checkpoint
+from ferkit.engine.classify import ModelRef
 from ferkit.engine.evaluate import evaluate
 from ferkit.models.registry import list_models, model_info
 from ferkit.models.summary import count_flops, count_params
@@ -155,7 +155,8 @@ def bench_models(
 
 
 def _checkpoint_row(label: str, path: str, s: BenchSettings, data: str | None, split: str) -> dict:
-    ckpt = load_checkpoint(path)
+    ref = ModelRef.resolve(path)  # loaded once: the row's architecture and its accuracy
+    ckpt = ref.checkpoint
     spec = ckpt["model"]
     pre = ckpt["preprocess"]
     kwargs = {k: v for k, v in dict(spec.get("kwargs", {})).items() if k != "weights"}
@@ -168,7 +169,7 @@ def _checkpoint_row(label: str, path: str, s: BenchSettings, data: str | None, s
                int(pre["channels"]), build, s)
     # Timings above used random weights of the checkpoint's shapes (values do not change fp32 speed);
     # the accuracy comes from the checkpoint itself.
-    result = evaluate(path, data=data, split=split, device="cpu")
+    result = evaluate(ref, data=data, split=split, device="cpu")
     row["accuracy"] = result["accuracy"]
     row["accuracy_on"] = f"{result['split_title']} of {Path(result['data']).name} ({result['n']} images)"
     return row

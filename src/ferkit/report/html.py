@@ -23,8 +23,12 @@ import platform
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from ferkit.engine.classify import ModelRef
 
 log = logging.getLogger(__name__)
 
@@ -145,17 +149,17 @@ def _find_eval(run: Path, split: str) -> dict | None:
     return None
 
 
-def _saliency_png(run: Path, data: str | None, split: str, n: int, seed: int = 0) -> tuple[bytes, str]:
+def _saliency_png(ref: ModelRef, data: str | None, split: str, n: int, seed: int = 0) -> tuple[bytes, str]:
+    """A saliency grid of ``n`` images of the split, one per class in turn, labelled as :func:`evaluate` labels them
+    (the model's own dataset with the labels it was trained with, e.g. FER+ votes)."""
     import numpy as np
 
-    from ferkit.data.readers import load_dataset
-    from ferkit.engine.checkpoint import load_checkpoint, load_model
-    from ferkit.engine.evaluate import split_images, trained_dataset
+    from ferkit.engine.evaluate import load_eval_data, model_part, split_images
     from ferkit.report.saliency import explain_images, save_explanation_grid
 
-    model, pre = load_model(run)
-    data = data or trained_dataset(load_checkpoint(run).get("config") or {}, run)
-    part = load_dataset(data).subset(split).remap(pre.label_names)
+    model, pre = ref.build("cpu")
+    ds, data_path, _ = load_eval_data(data, ref.config, ref)
+    part = model_part(ds, split, pre, data_path)[0]
     rng = np.random.default_rng(seed)
     per_class = [rng.permutation(np.where(part.labels == c)[0]) for c in range(len(pre.label_names))]
     pick = [int(ix[r]) for r in range(max(map(len, per_class), default=0)) for ix in per_class if r < len(ix)][:n]
@@ -165,7 +169,7 @@ def _saliency_png(run: Path, data: str | None, split: str, n: int, seed: int = 0
     what = f"saliency: {len(pick)} of the {len(part):,} {split_images(part, split)} (one per class in turn, seed {seed})"
     buf = io.BytesIO()
     save_explanation_grid(ex, buf, title=what)
-    return buf.getvalue(), f"{what}, of {data}"
+    return buf.getvalue(), f"{what}, of {data_path}"
 
 
 def _gallery_captions(run: Path, ev: dict) -> list[str]:
@@ -192,6 +196,7 @@ def _gallery_captions(run: Path, ev: dict) -> list[str]:
 def run_report(run_dir: str | Path, data: str | None = None, split: str = "test", n: int = 8) -> str:
     """The HTML text of a run folder's report (evaluates the split first when no evaluation of it exists)."""
     from ferkit.data.dataset import canonical_split
+    from ferkit.engine.classify import ModelRef
     from ferkit.metrics import never_predicted, never_predicted_note
     from ferkit.plots import plot_confusion, plot_curves, plot_reliability
 
@@ -239,12 +244,14 @@ def run_report(run_dir: str | Path, data: str | None = None, split: str = "test"
         ev.setdefault("never_predicted", never_predicted(ev))
         if ev["never_predicted"]:
             log.warning("%s: %s", ev["model"], never_predicted_note(ev["never_predicted"]))
+    ref = None  # the run's model, resolved once for the evaluation and the saliency grid
     if ev is None and any((run / n_).is_file() for n_ in ("best.pt", "last.pt")):
         from ferkit.engine.evaluate import evaluate
 
         out = run / f"eval_{split}" if not data else None
         log.info("no evaluation of the %s split in %s: evaluating now", split, run)
-        ev = evaluate(run, data=data, split=split, out_dir=out, device="cpu")
+        ref = ModelRef.resolve(run)
+        ev = evaluate(ref, data=data, split=split, out_dir=out, device="cpu")
         ev["_dir"] = str(out) if out else ""
     body.append(f"<h2>Evaluation: {html.escape(ev['split_title'] if ev else split)}</h2>")
     if ev:
@@ -282,7 +289,7 @@ def run_report(run_dir: str | Path, data: str | None = None, split: str = "test"
 
     # saliency
     if ev:
-        png, what = _saliency_png(run, data, split, n)
+        png, what = _saliency_png(ref or ModelRef.resolve(run), data, split, n)
         body.append("<h2>What the model looks at</h2>")
         body.append(f'<p class="note">{html.escape(what)}: original | vanilla-gradient saliency | Grad-CAM over the image, '
                     "for the predicted class; red titles are mistakes.</p>" + _img(png, "saliency grid"))
