@@ -159,8 +159,10 @@ def test_uncertain_in_the_api(tmp_path):
     from fastapi.testclient import TestClient
 
     from ferkit.app.serve.app import create_app
+    from ferkit.infer.recognizer import RecognizerSettings
 
-    app = create_app(min_confidence=0.99, detector="yunet", backend="torch", device="cpu", threads=1, work_dir=tmp_path)
+    app = create_app(recognizer=RecognizerSettings(min_confidence=0.99, detector="yunet", backend="torch", device="cpu",
+                                                threads=1), work_dir=tmp_path)
     with TestClient(app) as client:
         with open(PHOTOS / "two_people.jpg", "rb") as fh:
             r = client.post("/v1/predict", files={"file": ("two_people.jpg", fh, "image/jpeg")})

@@ -121,9 +121,11 @@ def client(tmp_path_factory):
         from fastapi.testclient import TestClient
 
     from ferkit.app.serve import create_app
+    from ferkit.infer.recognizer import RecognizerSettings
 
-    app = create_app(model="default", detector="yunet", yunet_path=YUNET, api_key=KEY, max_upload_mb=1, max_video_mb=5,
-                     max_pixels=1_000_000, max_video_seconds=1, device="cpu", threads=1,
+    app = create_app(model="default", api_key=KEY, max_upload_mb=1, max_video_mb=5, max_pixels=1_000_000,
+                     max_video_seconds=1,
+                     recognizer=RecognizerSettings(detector="yunet", yunet_path=YUNET, device="cpu", threads=1),
                      work_dir=tmp_path_factory.mktemp("serve_media"))
     with TestClient(app) as c:
         yield c

@@ -129,7 +129,8 @@ def test_a_source_taken_off_the_done_list_is_redone_alone(runs):
 def test_parquet_holds_the_same_rows(runs):
     pq = pytest.importorskip("pyarrow.parquet")
     # Through the Python API: everything is done, so this only merges the parts into Parquet.
-    summary = ferkit.predict_ray([runs["folder"], VIDEO], runs["out"], workers=2, detector="yunet", yunet_path=YUNET,
+    settings = ferkit.RecognizerSettings(detector="yunet", yunet_path=YUNET)
+    summary = ferkit.predict_ray([runs["folder"], VIDEO], runs["out"], workers=2, recognizer=settings,
                                  max_frames=VIDEO_FRAMES, format="parquet")
     assert summary["processed"] == 0
     rows = pq.read_table(runs["out"] / "results.parquet").to_pylist()

@@ -25,6 +25,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from ferkit.app.serve import create_app, limits  # noqa: E402
+from ferkit.infer.recognizer import RecognizerSettings  # noqa: E402
 
 KEY = "test-key-123"
 H = {"X-API-Key": KEY}
@@ -33,8 +34,8 @@ LABELS = {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    app = create_app(model="default", detector="yunet", yunet_path=YUNET, api_key=KEY, max_upload_mb=2,
-                     max_video_mb=5, max_pixels=20_000_000, device="cpu",
+    app = create_app(model="default", api_key=KEY, max_upload_mb=2, max_video_mb=5, max_pixels=20_000_000,
+                     recognizer=RecognizerSettings(detector="yunet", yunet_path=YUNET, device="cpu"),
                      work_dir=tmp_path_factory.mktemp("serve_work"))
     with TestClient(app) as c:
         yield c

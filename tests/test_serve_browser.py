@@ -61,8 +61,9 @@ def _camera_frames(n: int = 12) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def base_url():
     from ferkit.app.serve import create_app
+    from ferkit.infer.recognizer import RecognizerSettings
 
-    app = create_app(model="default", detector="yunet", yunet_path=YUNET, device="cpu")
+    app = create_app(model="default", recognizer=RecognizerSettings(detector="yunet", yunet_path=YUNET, device="cpu"))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -441,8 +442,10 @@ def test_annotated_video_plays_in_the_browser(browser, base_url, tmp_path):
 def uncertain_url():
     """A second server that answers 'uncertain' below 50 % (ferkit serve --min-confidence 0.5)."""
     from ferkit.app.serve import create_app
+    from ferkit.infer.recognizer import RecognizerSettings
 
-    app = create_app(model="default", detector="yunet", yunet_path=YUNET, device="cpu", min_confidence=0.5)
+    app = create_app(model="default", recognizer=RecognizerSettings(detector="yunet", yunet_path=YUNET, device="cpu",
+                                                               min_confidence=0.5))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -379,8 +379,10 @@ def test_a_refused_photo_clears_the_previous_answer_and_a_video_is_sent_to_the_v
 def key_url():
     """A server with an API key (ferkit serve --api-key)."""
     from ferkit.app.serve import create_app
+    from ferkit.infer.recognizer import RecognizerSettings
 
-    app = create_app(model="default", detector="yunet", yunet_path=YUNET, device="cpu", api_key="right-key")
+    app = create_app(model="default", recognizer=RecognizerSettings(detector="yunet", yunet_path=YUNET, device="cpu"),
+                     api_key="right-key")
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

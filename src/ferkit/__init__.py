@@ -32,10 +32,13 @@ _API = {
     "load_model": "ferkit.engine.checkpoint",
     "Preprocess": "ferkit.engine.preprocess",
     "Recognizer": "ferkit.infer.recognizer",
+    "RecognizerSettings": "ferkit.infer.recognizer",
+    "ModelRef": "ferkit.engine.classify",
+    "run_predict": "ferkit.infer.pipeline",
     "create_detector": "ferkit.infer.detectors",
     "export_onnx": "ferkit.engine.export",
     "export_torchscript": "ferkit.engine.export",
-    "OnnxClassifier": "ferkit.engine.export",
+    "OnnxClassifier": "ferkit.engine.classify",
     "Face": "ferkit.infer.results",
     "Detection": "ferkit.infer.results",
     "FrameResult": "ferkit.infer.results",
@@ -50,13 +53,15 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from ferkit.engine.checkpoint import load_model
     from ferkit.engine.config import load_config
     from ferkit.engine.evaluate import evaluate
+    from ferkit.engine.classify import ModelRef, OnnxClassifier
+    from ferkit.engine.export import export_onnx, export_torchscript
     from ferkit.engine.preprocess import Preprocess
     from ferkit.engine.trainer import train
     from ferkit.errors import UsageError
     from ferkit.infer.detectors import create_detector
     from ferkit.infer.distributed import predict_ray
-    from ferkit.engine.export import OnnxClassifier, export_onnx, export_torchscript
-    from ferkit.infer.recognizer import Recognizer
+    from ferkit.infer.pipeline import run_predict
+    from ferkit.infer.recognizer import Recognizer, RecognizerSettings
     from ferkit.infer.results import Detection, Face, FrameResult
     from ferkit.models.registry import create_model, list_models
 

@@ -89,3 +89,15 @@ def add_backend(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("auto", "torch", "onnx", "onnx-int8"), default="auto",
                    help="classifier runtime: auto (default: the shipped model quantized to int8 on ONNX Runtime when "
                         "it runs on a CPU, else PyTorch), torch, onnx (ONNX Runtime), onnx-int8 (the shipped int8 file)")
+
+
+def recognizer_settings(args: argparse.Namespace, **changes):
+    """The :class:`~ferkit.infer.recognizer.RecognizerSettings` the options above describe (those a command
+    lacks keep their defaults), with ``changes`` on top: every command builds its recognizers from this."""
+    from ferkit.infer.recognizer import RecognizerSettings
+
+    given = {"model": getattr(args, "model", None), "detector": getattr(args, "detector", None),
+             "yunet_path": getattr(args, "yunet", None), "backend": getattr(args, "backend", None),
+             "device": getattr(args, "device", None), "threads": getattr(args, "threads", None),
+             "min_face": getattr(args, "min_face", None), "min_confidence": getattr(args, "min_confidence", None)}
+    return RecognizerSettings(**({k: v for k, v in given.items() if v is not None} | changes))

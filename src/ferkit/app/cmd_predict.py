@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections import Counter
@@ -138,74 +137,87 @@ class _Track:
                 f"mostly {label} ({100 * count / self.frames:.0f}%), mean confidence {self.confidence / self.frames:.2f}")
 
 
-class _Reporter:
-    """What the user sees while predict runs: a line per image (or per track at the end, for videos), JSON lines
-    on stdout when asked, and progress: a bar on a terminal, else a line every PROGRESS_EVERY_S seconds."""
+def _reporter_class():
+    """The CLI's reporter, a :class:`~ferkit.infer.sinks.Sink` (imported when predict runs, not when the CLI starts)."""
+    from ferkit.infer.sinks import Sink
 
-    def __init__(self, src, total: int | None, unit: str, human, json_lines: bool):
-        from tqdm import tqdm
+    class Reporter(Sink):
+        """What the user sees while predict runs: a line per image (or per track at the end, for videos), and
+        progress: a bar on a terminal, else a line every PROGRESS_EVERY_S seconds."""
 
-        self.src, self.total, self.unit, self.human, self.json_lines = src, total, unit, human, json_lines
-        self.clock = time.perf_counter
-        self.start = self.last = self.last_progress = self.clock()
-        self.done = 0
-        self.tracks: dict[int | None, _Track] = {}
-        # A bar only on a terminal: a log file or a pipe would receive every \r update.
-        self.bar = tqdm(total=total, unit=unit, desc="predict", dynamic_ncols=True, leave=False) if sys.stderr.isatty() else None
+        def __init__(self, human, max_frames: int | None):
+            self.human, self.max_frames = human, max_frames
+            self.clock = time.perf_counter
+            self.done = 0
+            self.tracks: dict[int | None, _Track] = {}
+            self.bar = None
+            self.src, self.total, self.unit = None, None, "image"
 
-    def say(self, line: str) -> None:
-        if self.bar is not None:
-            self.bar.write(line, file=self.human)
-        else:
-            print(line, file=self.human, flush=True)
+        def start(self, source) -> None:
+            from tqdm import tqdm
 
-    def __call__(self, result) -> None:
-        now = self.clock()
-        seconds, self.last = now - self.last, now
-        self.done += 1
-        if self.json_lines:
-            for rec in result.records():
-                sys.stdout.write(json.dumps(rec) + "\n")
-            sys.stdout.flush()
-        if self.src.is_video:
-            for face in result.faces:
-                t = self.tracks.setdefault(face.track_id, _Track(first_s=result.time_s))
-                t.frames += 1
-                t.last_s = result.time_s
-                t.labels[face.label] += 1
-                t.confidence += face.confidence
-        else:
-            path = Path(result.source)
-            name = path.relative_to(self.src.path).as_posix() if self.src.kind == "folder" else path.name
-            self.say(f"{name}: {face_summary(result.faces)} {1000 * seconds:.0f} ms")
-        if self.bar is not None:
-            self.bar.update(1)
-        elif now - self.last_progress >= PROGRESS_EVERY_S:
-            self.last_progress = now
-            rate = self.done / max(now - self.start, 1e-9)
-            count = (f"{self.done}/{self.total} {self.unit}s ({100 * self.done / self.total:.0f}%)" if self.total
-                     else f"{self.done} {self.unit}s")
-            print(f"predict: {count}, {rate:.1f} {self.unit}s/s", file=sys.stderr, flush=True)
+            self.src = source
+            self.unit = "frame" if source.is_video else "image"
+            total = source.frame_count
+            if self.max_frames is not None:
+                total = min(total, self.max_frames) if total else self.max_frames
+            self.total = total
+            self.start_time = self.last = self.last_progress = self.clock()
+            # A bar only on a terminal: a log file or a pipe would receive every \r update.
+            if sys.stderr.isatty():
+                self.bar = tqdm(total=total, unit=self.unit, desc="predict", dynamic_ncols=True, leave=False)
 
-    def track_lines(self) -> list[str]:
-        """One line per face track of a video: frames seen, time span, most frequent label and its share, mean confidence."""
-        named = sorted(((k, t) for k, t in self.tracks.items() if k is not None), key=lambda kt: -kt[1].frames)
-        lines = [t.line(f"track {k}") for k, t in sorted(named[:MAX_TRACK_LINES], key=lambda kt: kt[0])]
-        if len(named) > MAX_TRACK_LINES:
-            lines.append(f"  ... and {len(named) - MAX_TRACK_LINES} shorter tracks (see results.jsonl)")
-        if None in self.tracks:  # --no-track: one line for all faces
-            lines.append(self.tracks[None].line("untracked faces", noun="detection"))
-        return lines
+        def say(self, line: str) -> None:
+            if self.bar is not None:
+                self.bar.write(line, file=self.human)
+            else:
+                print(line, file=self.human, flush=True)
 
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        def write(self, result) -> None:
+            now = self.clock()
+            seconds, self.last = now - self.last, now
+            self.done += 1
+            if self.src.is_video:
+                for face in result.faces:
+                    t = self.tracks.setdefault(face.track_id, _Track(first_s=result.time_s))
+                    t.frames += 1
+                    t.last_s = result.time_s
+                    t.labels[face.label] += 1
+                    t.confidence += face.confidence
+            else:
+                self.say(f"{result.name}: {face_summary(result.faces)} {1000 * seconds:.0f} ms")
+            if self.bar is not None:
+                self.bar.update(1)
+            elif now - self.last_progress >= PROGRESS_EVERY_S:
+                self.last_progress = now
+                rate = self.done / max(now - self.start_time, 1e-9)
+                count = (f"{self.done}/{self.total} {self.unit}s ({100 * self.done / self.total:.0f}%)" if self.total
+                         else f"{self.done} {self.unit}s")
+                print(f"predict: {count}, {rate:.1f} {self.unit}s/s", file=sys.stderr, flush=True)
+
+        def track_lines(self) -> list[str]:
+            """One line per face track of a video: frames seen, time span, most frequent label and its share, mean confidence."""
+            named = sorted(((k, t) for k, t in self.tracks.items() if k is not None), key=lambda kt: -kt[1].frames)
+            lines = [t.line(f"track {k}") for k, t in sorted(named[:MAX_TRACK_LINES], key=lambda kt: kt[0])]
+            if len(named) > MAX_TRACK_LINES:
+                lines.append(f"  ... and {len(named) - MAX_TRACK_LINES} shorter tracks (see results.jsonl)")
+            if None in self.tracks:  # --no-track: one line for all faces
+                lines.append(self.tracks[None].line("untracked faces", noun="detection"))
+            return lines
+
+        def close(self) -> dict[str, str]:
+            if self.bar is not None:
+                self.bar.close()
+            return {}
+
+    return Reporter
 
 
 def _run_ray(args) -> int:
     """``--engine ray``: :func:`ferkit.infer.distributed.predict_ray` over every source given."""
     import logging
 
+    from ferkit.app.args import recognizer_settings
     from ferkit.errors import UsageError
     from ferkit.infer.distributed import import_ray, predict_ray
 
@@ -226,9 +238,8 @@ def _run_ray(args) -> int:
             print(f"predict: {done}/{total} sources ({100 * done / total:.0f}%)", file=sys.stderr, flush=True)
 
     summary = predict_ray(
-        args.source, out, address=args.address, workers=args.workers, model=args.model, detector=args.detector,
-        yunet_path=args.yunet, backend=args.backend, device=None if args.device == "auto" else args.device, min_face=args.min_face,
-        min_confidence=args.min_confidence,
+        args.source, out, address=args.address, workers=args.workers,
+        recognizer=recognizer_settings(args),
         gpus_per_worker=args.gpus_per_worker, cpus_per_worker=float(args.threads or 1), batch_size=args.batch_size,
         detect_every=args.detect_every, track=not args.no_track, smooth=None if args.no_smooth else args.smooth,
         max_frames=args.max_frames, max_pixels=args.max_pixels, format=args.format, overwrite=args.overwrite,
@@ -261,10 +272,10 @@ def run(args) -> int:
 
 
 def _run_local(args) -> int:
+    from ferkit.app.args import recognizer_settings
     from ferkit.imageio import pixel_limit
-    from ferkit.infer.pipeline import SUMMARY_NAME, display_available, run_predict
-    from ferkit.infer.recognizer import Recognizer
-    from ferkit.infer.sources import open_source
+    from ferkit.infer.pipeline import SUMMARY_NAME, run_predict
+    from ferkit.infer.sinks import JsonlSink, display_available
 
     if args.threads is not None:
         import cv2
@@ -281,40 +292,31 @@ def _run_local(args) -> int:
     # Without --out, a pipe gets the results as JSON lines; the lines for people then go to stderr.
     json_lines = args.out is None and not sys.stdout.isatty()
     human = sys.stderr if json_lines else sys.stdout
+    settings = recognizer_settings(args)  # checked now: a bad option fails before any folder is made
 
-    with pixel_limit(args.max_pixels):
-        src = open_source(args.source, exclude=[args.out] if args.out else [])
-        try:
-            recognizer = Recognizer(model=args.model, detector=args.detector, device=args.device, backend=args.backend,
-                                    yunet_path=args.yunet, threads=args.threads, min_face=args.min_face,
-                                    min_confidence=args.min_confidence)
-            made: list[Path] = []
-            out = Path(args.out) if args.out else None
-            if out is None:
-                out, made = _new_run_dir(DEFAULT_OUT)
-            total = src.frame_count
-            if args.max_frames is not None:
-                total = min(total, args.max_frames) if total else args.max_frames
-            unit = "frame" if src.is_video else "image"
-            report = _Reporter(src, total, unit, human, json_lines)
-            try:
-                summary = run_predict(
-                    src, out, recognizer, model=args.model, detect_every=args.detect_every, track=not args.no_track,
-                    smooth=None if args.no_smooth else args.smooth, max_frames=args.max_frames,
-                    annotate=not args.no_annotate, show=show, overwrite=args.overwrite, on_frame=report,
-                )
-            except BaseException as exc:
-                for d in made:  # a numbered folder made for this run, still empty: leave no trace
-                    if d.is_dir() and not any(d.iterdir()):
-                        d.rmdir()
-                if isinstance(exc, KeyboardInterrupt) and (out / SUMMARY_NAME).is_file():  # Ctrl-C or SIGTERM
-                    print(f"stopped after {report.done} {unit}(s); the results up to there are saved in {out}",
-                          file=human, flush=True)
-                raise
-            finally:
-                report.close()
-        finally:
-            src.close()
+    made: list[Path] = []
+    out = Path(args.out) if args.out else None
+    if out is None:
+        out, made = _new_run_dir(DEFAULT_OUT)
+    report = _reporter_class()(human, args.max_frames)
+    sinks = [JsonlSink(sys.stdout), report] if json_lines else [report]
+    try:
+        with pixel_limit(args.max_pixels):
+            # run_predict opens the source (leaving --out out of it), then builds the recognizer from the settings
+            summary = run_predict(
+                args.source, out, settings, detect_every=args.detect_every, track=not args.no_track,
+                smooth=None if args.no_smooth else args.smooth, max_frames=args.max_frames,
+                annotate=not args.no_annotate, show=show, overwrite=args.overwrite, sinks=sinks,
+            )
+    except BaseException as exc:
+        for d in made:  # a numbered folder made for this run, still empty: leave no trace
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        if isinstance(exc, KeyboardInterrupt) and (out / SUMMARY_NAME).is_file():  # Ctrl-C or SIGTERM
+            print(f"stopped after {report.done} {report.unit}(s); the results up to there are saved in {out}",
+                  file=human, flush=True)
+        raise
+    unit = report.unit
 
     def say(line: str) -> None:
         print(line, file=human)

@@ -7,7 +7,7 @@ import ipaddress
 import logging
 import os
 
-from ferkit.app.args import add_backend, add_detector, add_device, add_min_confidence, add_threads
+from ferkit.app.args import add_backend, add_detector, add_device, add_min_confidence, add_threads, recognizer_settings
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +85,11 @@ def run(args) -> int:
                     "(set --api-key or $%s)", args.host, API_KEY_ENV)
     options = {"max_upload_mb": "max_upload_mb", "max_video_mb": "max_video_mb", "max_pixels": "max_pixels",
                "max_video_seconds": "max_video_seconds", "max_batch": "max_batch", "max_wait_ms": "max_wait_ms",
-               "threads": "threads", "job_ttl": "job_ttl_s", "max_decodes": "max_decodes", "max_queue": "max_queue"}
+               "job_ttl": "job_ttl_s", "max_decodes": "max_decodes", "max_queue": "max_queue"}
     given = {key: getattr(args, name, None) for name, key in options.items()}
     app = create_app(
-        model=args.model or ["default"], detector=args.detector, api_key=api_key, yunet_path=args.yunet,
-        device=args.device, backend=args.backend, min_face=args.min_face, min_confidence=args.min_confidence, work_dir=args.work_dir,
-        **{k: v for k, v in given.items() if v is not None},
+        model=args.model or ["default"], recognizer=recognizer_settings(args, model="default"), api_key=api_key,
+        work_dir=args.work_dir, **{k: v for k, v in given.items() if v is not None},
     )
     lim = app.state.limits
     hub = app.state.hub

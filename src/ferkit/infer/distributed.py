@@ -38,6 +38,7 @@ import numpy as np
 
 from ferkit.errors import UsageError
 from ferkit.imageio import is_image_file
+from ferkit.infer.recognizer import RecognizerSettings
 from ferkit.infer.sources import STREAM_SCHEMES, list_files
 
 log = logging.getLogger(__name__)
@@ -142,12 +143,9 @@ class _Worker:
 
         from ferkit.infer.recognizer import Recognizer
 
-        threads = settings["threads"]
-        cv2.setNumThreads(threads)  # one actor per core: OpenCV's and torch's own thread pools would fight
+        cv2.setNumThreads(settings["recognizer"].threads)  # one actor per core: OpenCV's and torch's own pools would fight
         self.settings = settings
-        self.recognizer = Recognizer(model=settings["model"], detector=settings["detector"], device=settings["device"],
-                                     backend=settings["backend"], yunet_path=settings["yunet"], threads=threads,
-                                     min_face=settings["min_face"], min_confidence=settings["min_confidence"])
+        self.recognizer = Recognizer.from_settings(settings["recognizer"])
 
 
 class ImageWorker(_Worker):
@@ -234,7 +232,8 @@ class RunState:
 
     def start(self, settings: dict[str, Any]) -> None:
         self.parts_dir.mkdir(parents=True, exist_ok=True)
-        self.settings_path.write_text(json.dumps(settings, indent=2), encoding="utf-8")
+        record = {k: v for k, v in settings.items() if k != "recognizer"}  # its fields are listed one by one
+        self.settings_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
 
     def done(self) -> set[str]:
         """Sources in the done-list whose results are complete in a part (a deleted part means: redo)."""
@@ -355,20 +354,16 @@ def _write_parquet(entries: Iterator[dict], path: Path) -> tuple[int, int]:
 # ------------------------------------------------------------------ the run
 
 
-def _settings(model, detector, yunet_path, backend, device, threads, detect_every, track, smooth, max_frames,
-              max_pixels, min_face, min_confidence) -> dict[str, Any]:
-    """What the workers need, and what a resumed run must share with the first (the model by content)."""
-    from ferkit.engine.checkpoint import SHIPPED_MODELS, ensemble_members, model_digest
+def _settings(recognizer: RecognizerSettings, detect_every, track, smooth, max_frames, max_pixels) -> dict[str, Any]:
+    """What the workers need (``recognizer``: the settings with absolute paths, as the actors may run elsewhere than
+    this folder), and what a resumed run must share with the first (the model by content: its digest)."""
+    from ferkit.engine.classify import ModelRef
 
-    digest = model_digest(model)  # a file's sha256 (.pt or .onnx), or an ensemble's over its members
-    # Absolute paths: the actors may run elsewhere than this folder.
-    parts = [str(Path(m).resolve()) if m not in SHIPPED_MODELS and Path(m).exists() else m
-             for m in ensemble_members(model) or [str(model)]]
-    model = ",".join(parts)
-    yunet = str(Path(yunet_path).resolve()) if yunet_path else None
-    return {"model": model, "model_sha256": digest, "detector": detector, "yunet": yunet,
-            "min_face": min_face, "min_confidence": min_confidence, "backend": backend, "device": device, "threads": threads,
-            "detect_every": detect_every, "track": track,
+    portable = recognizer.portable()
+    return {"recognizer": portable, "model": portable.model, "model_sha256": ModelRef.resolve(recognizer.model).digest,
+            "detector": portable.detector, "yunet": portable.yunet_path, "min_face": portable.min_face,
+            "min_confidence": portable.min_confidence, "backend": portable.backend, "device": portable.device,
+            "threads": portable.threads, "detect_every": detect_every, "track": track,
             "smooth": smooth if track else None, "max_frames": max_frames, "max_pixels": max_pixels}
 
 
@@ -378,13 +373,7 @@ def predict_ray(
     *,
     address: str | None = None,
     workers: int = 2,
-    model: str | Path = "default",
-    detector: str = "auto",
-    yunet_path: str | Path | None = None,
-    backend: str = "auto",
-    device: str | None = None,
-    min_face: int | None = None,
-    min_confidence: float = 0.0,
+    recognizer: RecognizerSettings | None = None,
     gpus_per_worker: float = 0.0,
     cpus_per_worker: float = 1.0,
     batch_size: int = 16,
@@ -402,7 +391,8 @@ def predict_ray(
     ``address``: the Ray cluster ("auto", "ray://head:10001", ...); None uses the Ray already started in this
     process, else starts a local one (and shuts it down at the end). ``workers``: actors, one model each, with
     ``cpus_per_worker`` CPUs (and as many model threads) and ``gpus_per_worker`` GPUs (a fraction shares one).
-    ``device``: None = "cuda" with GPUs, else "cpu". ``batch_size``: images per actor call. ``max_frames``: per
+    ``recognizer``: the settings each actor builds its Recognizer from (None: the defaults); their threads are
+    ``cpus_per_worker``, and their device "auto" means "cuda" with GPUs, else "cpu". ``batch_size``: images per actor call. ``max_frames``: per
     video. ``format``: "jsonl" (results.jsonl) or "parquet" (results.parquet). A rerun into the same
     ``out_dir`` skips the sources already done (resume); ``overwrite`` starts afresh. ``on_progress(done,
     total)`` is called as sources finish. The other options are those of :func:`~ferkit.infer.pipeline.run_predict`.
@@ -419,9 +409,10 @@ def predict_ray(
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder; give out_dir a folder")
     items = expand_sources(sources, exclude=[out])
-    settings = _settings(model, detector, yunet_path, backend, device or ("cuda" if gpus_per_worker > 0 else "cpu"),
-                         max(1, int(cpus_per_worker)), detect_every, track, smooth, max_frames, max_pixels, min_face,
-                         min_confidence)
+    rec = recognizer or RecognizerSettings()
+    device = rec.device if rec.device != "auto" else ("cuda" if gpus_per_worker > 0 else "cpu")
+    settings = _settings(rec.replace(device=device, threads=max(1, int(cpus_per_worker))), detect_every, track, smooth,
+                         max_frames, max_pixels)
 
     state = RunState(out)
     if overwrite:

@@ -4,7 +4,8 @@
     for result in predict_stream("clip.mp4", rec, detect_every=3):
         result.frame, result.time_s, [(f.track_id, f.label) for f in result.faces]
 
-    summary = run_predict("clip.mp4", "out/")   # results.jsonl, annotated.mp4, timeline.csv/png, summary.json
+    summary = run_predict("clip.mp4", "out/", rec)   # results.jsonl, annotated.mp4, timeline.csv/png, summary.json
+    run_predict("photos/", "out/", RecognizerSettings(model="ferplus"), sinks=[my_sink])   # built from settings
 
 Frames are read one at a time and classified in small groups (the faces of
 all frames of a group go through the model in one batch), so memory stays
@@ -19,32 +20,34 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import signal
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
-
-from ferkit.infer.render import draw_faces
+from ferkit.infer.recognizer import Recognizer, RecognizerSettings
 from ferkit.infer.results import Detection, FrameResult
+from ferkit.infer.sinks import (  # noqa: F401 (the output names, public here too)
+    FALLBACK_FPS,
+    IMAGES_DIR,
+    TIMELINE_CSV,
+    TIMELINE_PNG,
+    VIDEO_NAME,
+    AnnotationSink,
+    JsonlSink,
+    Sink,
+    TimelineSink,
+    display_available,
+)
 from ferkit.infer.sources import Frame, Source, open_source
 from ferkit.infer.tracking import SceneCutDetector, Tracker, shift_boxes
-from ferkit.infer.writers import AnnotatedImageWriter, JsonlWriter, TimelineWriter, VideoWriter, plot_timeline
 
 log = logging.getLogger(__name__)
 
 RESULTS_NAME = "results.jsonl"
 SUMMARY_NAME = "summary.json"
-VIDEO_NAME = "annotated.mp4"
-IMAGES_DIR = "annotated"
-TIMELINE_CSV = "timeline.csv"
-TIMELINE_PNG = "timeline.png"
-FALLBACK_FPS = 30.0  # for a camera or stream that does not state its frame rate
 
 
 def _batches(frames: Iterator[Frame], size: int, limit: int | None) -> Iterator[list[Frame]]:
@@ -127,52 +130,8 @@ def predict_stream(
                 if cut:
                     tracker.cut()
                 faces = tracker.update(faces)
-            yield FrameResult(frame.source, frame.index, frame.time_s, faces, frame.image if keep_images else None)
-
-
-# ------------------------------------------------------------------ live window
-
-
-def display_available() -> tuple[bool, str]:
-    """Whether cv2.imshow can open a window here, and why not."""
-    gui = ""
-    for line in cv2.getBuildInformation().splitlines():
-        if line.strip().startswith("GUI:"):
-            gui = line.split(":", 1)[1].strip()
-            break
-    if gui.upper() == "NONE":
-        return False, "this OpenCV build has no GUI support (opencv-python-headless); install opencv-python for --show"
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return False, "no display (DISPLAY and WAYLAND_DISPLAY are unset)"
-    return True, ""
-
-
-class LiveWindow:
-    """A cv2.imshow window; ``show`` returns False once the user pressed q or Esc (or the window failed)."""
-
-    def __init__(self, title: str = "ferkit"):
-        self.title = title
-        self.ok = True
-
-    def show(self, image_bgr) -> bool:
-        if not self.ok:
-            return True
-        try:
-            cv2.imshow(self.title, image_bgr)
-            key = cv2.waitKey(1) & 0xFF
-        except cv2.error as exc:
-            log.warning("live window failed (%s); continuing without it", exc.msg.strip() if hasattr(exc, "msg") else exc)
-            self.ok = False
-            return True
-        return key not in (ord("q"), 27)
-
-    def close(self) -> None:
-        if self.ok:
-            try:
-                cv2.destroyWindow(self.title)
-                cv2.waitKey(1)
-            except cv2.error:
-                pass
+            yield FrameResult(frame.source, frame.index, frame.time_s, faces, frame.image if keep_images else None,
+                              name=frame.name, path=frame.path)
 
 
 # ------------------------------------------------------------------ run with outputs
@@ -225,18 +184,24 @@ def _signals_held() -> Iterator[None]:
             raise KeyboardInterrupt
 
 
+def open_for_output(source: str | int | Path | Source, out: Path, overwrite: bool = False) -> Source:
+    """The source, opened with the output folder left out of it, and the output folder checked against it
+    (not the source, not inside a source folder, no earlier run's results unless ``overwrite``): the one place
+    a prediction run decides both. A :class:`Source` given open is checked, not reopened."""
+    src = source if isinstance(source, Source) else open_source(source, exclude=[out])
+    try:
+        _check_out_dir(out, src, overwrite)
+    except BaseException:
+        src.close()
+        raise
+    return src
+
+
 def run_predict(
     source: str | int | Path | Source,
     out_dir: str | Path,
-    recognizer: Any = None,
+    recognizer: Recognizer | RecognizerSettings | None = None,
     *,
-    model: str | Path = "default",
-    detector: str = "auto",
-    yunet_path: str | Path | None = None,
-    backend: str = "auto",
-    device: str = "auto",
-    threads: int | None = None,
-    min_face: int | None = None,
     detect_every: int = 1,
     track: bool = True,
     smooth: float | None = 0.6,
@@ -245,46 +210,42 @@ def run_predict(
     bars: bool = True,
     show: bool = False,
     overwrite: bool = False,
-    on_frame: Callable[[FrameResult], None] | None = None,
+    sinks: Sequence[Sink] = (),
 ) -> dict:
     """Recognise ``source`` and write into ``out_dir``; return a summary dict (also saved as summary.json).
 
     Writes ``results.jsonl`` (one object per face per frame), annotated images
     (``annotated/<relative name>.jpg``) or an annotated video (``annotated.mp4``,
     the source's fps and size), and for videos ``timeline.csv`` + ``timeline.png``
-    (mean probability per emotion over time). Refuses a folder that holds an
-    earlier run's results unless ``overwrite``, and one inside a source folder; input files are never overwritten.
-    ``recognizer``: a ready Recognizer, else one is built from model/detector/backend/device/threads/min_face.
-    ``on_frame`` is called after each frame (the CLI's progress bar). Ctrl-C (a KeyboardInterrupt; the CLI
-    turns SIGTERM into one too) stops cleanly: the outputs up to the last frame are finished (a playable video,
-    the timeline and its plot) and summary.json says ``interrupted``. A camera or stream, which only stops
-    that way, then returns the summary; a file or folder, left unfinished, raises the KeyboardInterrupt again.
+    (mean probability per emotion over time): one :mod:`~ferkit.infer.sinks` sink each. Refuses a folder that
+    holds an earlier run's results unless ``overwrite``, and one inside a source folder; input files are never
+    overwritten. ``recognizer``: a ready Recognizer, or the :class:`RecognizerSettings` to build one from (None:
+    the defaults), built after the source opened. ``sinks``: more outputs (the CLI's lines and progress, the
+    server's job log), written after the files for each frame. Ctrl-C (a KeyboardInterrupt; the CLI turns SIGTERM
+    into one too) stops cleanly: the outputs up to the last frame are finished (a playable video, the timeline
+    and its plot) and summary.json says ``interrupted``. A camera or stream, which only stops that way, then
+    returns the summary; a file or folder, left unfinished, raises the KeyboardInterrupt again.
     """
     out = Path(out_dir)
-    src = source if isinstance(source, Source) else open_source(source, exclude=[out])
-    _check_out_dir(out, src, overwrite)
-    if recognizer is None:
-        from ferkit.infer.recognizer import Recognizer
-
-        recognizer = Recognizer(model=model, detector=detector, device=device, backend=backend, yunet_path=yunet_path,
-                                threads=threads, min_face=min_face)
-    out.mkdir(parents=True, exist_ok=True)
-
-    window = None
-    if show:
-        ok, why = display_available()
-        if ok:
-            window = LiveWindow(f"ferkit: {src.name}")
-        else:
-            log.warning("--show: no live window, %s; writing the outputs only", why)
-
-    files: dict[str, str] = {"results": str(out / RESULTS_NAME)}
-    jsonl = JsonlWriter(out / RESULTS_NAME)
-    images = AnnotatedImageWriter(out / IMAGES_DIR) if annotate and not src.is_video else None
-    timeline = TimelineWriter(out / TIMELINE_CSV, recognizer.label_names) if src.is_video else None
-    video: VideoWriter | None = None
+    src = open_for_output(source, out, overwrite)
+    try:
+        if not isinstance(recognizer, Recognizer):
+            recognizer = Recognizer.from_settings(recognizer or RecognizerSettings())
+        out.mkdir(parents=True, exist_ok=True)
+        annotation = AnnotationSink(out if annotate else None, bars=bars, show=show)
+        outputs: list[Sink] = [JsonlSink(out / RESULTS_NAME)]
+        if src.is_video:
+            outputs.append(TimelineSink(out, recognizer.label_names))
+        outputs.append(annotation)
+    except BaseException:
+        src.close()
+        raise
+    every = [*outputs, *sinks]
+    for sink in every:
+        sink.start(src)
     frames = faces = 0
     interrupted: KeyboardInterrupt | None = None
+    files: dict[str, str] = {}
     t0 = time.perf_counter()
     try:
         # Still images one at a time, so each one's time (the CLI's line per image) is its own; grouping them
@@ -294,58 +255,31 @@ def run_predict(
             with _signals_held():  # a frame is in every output or in none: Ctrl-C / SIGTERM land after it
                 frames += 1
                 faces += len(result.faces)
-                jsonl.write(result)
-                if timeline is not None:
-                    timeline.write(result)
-                if annotate or window is not None:
-                    drawn = draw_faces(result.image, result.faces, bars=bars)
-                    if annotate and src.is_video:
-                        if video is None:
-                            h, w = drawn.shape[:2]
-                            video = VideoWriter(out / VIDEO_NAME, src.fps or FALLBACK_FPS, (w, h), audio_from=src.path)
-                        video.write(drawn)
-                    elif images is not None:
-                        src_path = Path(result.source)
-                        name = src_path.relative_to(src.path).as_posix() if src.kind == "folder" else src_path.name
-                        images.write(drawn, name, source=src_path)
-            if window is not None and not window.show(drawn):
-                log.info("live window closed by the user")
+                go_on = [sink.write(result) is not False for sink in outputs]  # every output, even when one stops
+            go_on += [sink.write(result) is not False for sink in sinks]
+            if not all(go_on):
                 break
-            if on_frame is not None:
-                on_frame(result)
     except KeyboardInterrupt as exc:
         interrupted = exc
         log.info("interrupted: finishing the outputs")
     finally:
-        jsonl.close()
-        if video is not None:
-            video.close()
-        if timeline is not None:
-            timeline.close()
-        if window is not None:
-            window.close()
-        src.close()
+        try:
+            for sink in every:
+                files.update(sink.close() or {})
+        finally:
+            src.close()
     seconds = time.perf_counter() - t0
-
-    if video is not None:
-        files["video"] = str(video.path)
-    if images is not None:
-        files["annotated"] = str(out / IMAGES_DIR)
-    if timeline is not None:
-        files["timeline_csv"] = str(timeline.path)
-        if timeline.rows:
-            files["timeline_png"] = str(plot_timeline(timeline.path, out / TIMELINE_PNG, title=f"{src.name}: emotion over time"))
     summary = {
         "source": src.name,
         "kind": src.kind,
         "frames": frames,
         "faces": faces,
-        "annotated_images": len(images.written) if images is not None else 0,
+        "annotated_images": annotation.annotated_images,
         "skipped": [{"file": str(f), "reason": r} for f, r in getattr(src, "skipped", [])],
         "seconds": round(seconds, 3),
         "fps": round(frames / seconds, 2) if seconds > 0 else None,
         "detector": getattr(getattr(recognizer, "detector", None), "name", None),
-        "model": str(getattr(recognizer, "model_name", model)),
+        "model": str(getattr(recognizer, "model_name", "")),
         "detect_every": detect_every,
         "track": bool(track and src.is_video),
         "smooth": smooth if track and src.is_video else None,

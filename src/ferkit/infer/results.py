@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -71,7 +73,17 @@ class FrameResult:
     time_s: float  # timestamp within the source (0.0 for a still image)
     faces: list[Face] = field(default_factory=list)
     image: np.ndarray | None = None  # the BGR frame, when kept for drawing
+    name: str = ""  # the frame's name within its source: relative to a folder's root (for output file names)
+    path: Path | None = None  # the image or video file it comes from; None for cameras and streams
+    _lines: list[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def records(self) -> list[dict]:
         """One JSON-ready dict per face (the results.jsonl schema)."""
         return [{"source": self.source, "frame": self.frame, "time_s": round(self.time_s, 4), **f.to_dict()} for f in self.faces]
+
+    def json_lines(self) -> list[str]:
+        """:meth:`records` as JSON text, one line per face; made once, on the first call, and shared by every
+        writer of the frame (so set ``source`` and the faces before)."""
+        if self._lines is None:
+            self._lines = [json.dumps(r) for r in self.records()]
+        return self._lines

@@ -58,8 +58,8 @@ class JsonlWriter(_TextFileWriter):
         self.rows = 0
 
     def write(self, result: FrameResult) -> None:
-        for rec in result.records():
-            self._fh.write(json.dumps(rec) + "\n")
+        for line in result.json_lines():
+            self._fh.write(line + "\n")
             self.rows += 1
 
 

@@ -33,6 +33,7 @@ from ferkit.app.serve.limits import (
 )
 from ferkit.app.serve.routes import info, live, pages, predict, videos
 from ferkit.app.serve.state import server_version
+from ferkit.infer.recognizer import RecognizerSettings
 
 API_DESCRIPTION = """Facial-expression recognition: photos, videos and a live camera. The web UI is at `/`.
 
@@ -53,20 +54,14 @@ restarts tracking.
 
 def create_app(
     model: str | Sequence[str] = "default",
-    detector: str = "auto",
+    recognizer: RecognizerSettings | None = None,
     api_key: str | None = None,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     max_video_mb: float = DEFAULT_MAX_VIDEO_MB,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_video_seconds: float = DEFAULT_MAX_VIDEO_SECONDS,
-    yunet_path: str | Path | None = None,
-    device: str = "auto",
-    backend: str = "auto",
-    min_face: int | None = None,
-    min_confidence: float = 0.0,
     max_batch: int = 64,
     max_wait_ms: float = 2.0,
-    threads: int | None = None,
     job_ttl_s: float = DEFAULT_JOB_TTL_S,
     max_queued_videos: int = 8,
     work_dir: str | Path | None = None,
@@ -76,18 +71,15 @@ def create_app(
     """Build the ferkit web app: models are loaded here, so a bad model or detector fails now, not per request.
 
     model: one spec or several ("default", a checkpoint, a run folder, ``NAME=SPEC``); the first is the default.
-    detector: the default face detector ("auto", "yunet", "haar"); "haar" (and "yunet" when its weights
-        are at hand) may also be chosen per request.
+    recognizer: how each model's recognizer is built (:class:`~ferkit.infer.recognizer.RecognizerSettings`: the
+        default face detector, "haar" and "yunet" (when its weights are at hand) also chosen per request; device,
+        backend, threads per forward pass, min_face, min_confidence (below it a face is labelled "uncertain")).
     api_key: when set, every ``/v1`` request needs it in the ``X-API-Key`` header (the WebSocket: that header, a
         ``ferkit.key.<base64url>`` subprotocol or a first message ``{"api_key": ...}``; ``?api_key=`` works too,
         and is blanked out of uvicorn's log lines).
     max_upload_mb / max_video_mb: request-body limits for images (and live frames) and videos.
     max_pixels: largest width x height of an image or video frame, checked before decoding.
-    min_face: the smallest face wanted, pixels of the input (None: 20); larger lets YuNet work on smaller copies.
-    min_confidence: a face whose top calibrated probability is below it is labelled "uncertain" (probabilities kept).
     max_batch / max_wait_ms: micro-batching of concurrent requests (see :class:`~ferkit.app.serve.batcher.MicroBatcher`).
-    threads: CPU threads per model forward pass (None: PyTorch's default, all cores). On a machine whose cores
-        are busy with other work, 1 avoids threads spinning while they wait for a core.
     work_dir: parent of the server's temporary folder for uploads and job outputs (default: the system's).
     max_decodes: images (photos, live frames) decoded and processed at once; each holds its decoded pixels,
         up to ``max_pixels`` x 3 bytes (None: :func:`default_max_decodes`, from the CPU count).
@@ -99,9 +91,7 @@ def create_app(
     if max_queue < 0:
         raise ValueError(f"max_queue must be 0 or more, got {max_queue}")
     gate = AdmissionGate(default_max_decodes() if max_decodes is None else max_decodes, max_queue)
-    hub = ModelHub(model, detector, yunet_path=yunet_path, device=device, backend=backend, max_batch=max_batch,
-                   max_wait_ms=max_wait_ms, threads=threads, min_face=min_face,
-                   min_confidence=min_confidence)
+    hub = ModelHub(model, recognizer, max_batch=max_batch, max_wait_ms=max_wait_ms)
     if work_dir is not None:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="ferkit-serve-", dir=work_dir))

@@ -21,7 +21,7 @@ import numpy as np
 from ferkit.app.serve.batcher import BatchedClassifier, MicroBatcher
 from ferkit.app.serve.errors import ApiError
 from ferkit.infer.detectors import FaceDetector
-from ferkit.infer.recognizer import Recognizer
+from ferkit.infer.recognizer import Recognizer, RecognizerSettings
 from ferkit.infer.results import Face
 
 log = logging.getLogger(__name__)
@@ -82,15 +82,18 @@ def parse_models(models: str | Sequence[str]) -> dict[str, str]:
 class ModelHub:
     """The loaded models (each behind its own batcher) and the face detectors requests may choose from."""
 
-    def __init__(self, models: str | Sequence[str] = "default", detector: str = "auto", yunet_path: str | Path | None = None,
-                 device: str = "auto", backend: str = "auto", max_batch: int = 64, max_wait_ms: float = 2.0,
-                 threads: int | None = None, min_face: int | None = None, min_confidence: float = 0.0):
+    def __init__(self, models: str | Sequence[str] = "default", settings: RecognizerSettings | None = None,
+                 max_batch: int = 64, max_wait_ms: float = 2.0):
+        """``models``: one spec or several (:func:`parse_models`); ``settings``: how every model's recognizer is
+        built (detector, device, backend, threads, min_face, min_confidence; its ``model`` is replaced by each)."""
         from ferkit.infer.detectors import create_detector, yunet_weights
 
+        settings = settings or RecognizerSettings()
+        yunet_path, min_face, threads = settings.yunet_path, settings.min_face, settings.threads
         self.yunet_path = yunet_path
         self.min_face = min_face  # None: the detectors' default
-        self.min_confidence = float(min_confidence)  # below it a face is labelled "uncertain"
-        first = create_detector(detector, yunet_path=yunet_path, min_face=self.min_face)
+        self.min_confidence = float(settings.min_confidence)  # below it a face is labelled "uncertain"
+        first = create_detector(settings.detector, yunet_path=yunet_path, min_face=min_face)
         self.default_detector = first.name
         names = {first.name, "haar"}
         if "yunet" not in names:
@@ -106,8 +109,6 @@ class ModelHub:
         self.default_model = next(iter(self.specs))
         self.recognizers: dict[str, Recognizer] = {}  # as loaded; requests classify through self.classifiers
         self.classifiers: dict[str, BatchedClassifier] = {}
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be at least 1, got {threads}")
 
         def set_threads() -> None:
             if threads is not None:
@@ -118,8 +119,7 @@ class ModelHub:
         set_threads()
         try:
             for name, spec in self.specs.items():
-                rec = Recognizer(model=spec, detector=first, device=device, backend=backend, threads=threads,
-                                 min_confidence=self.min_confidence)
+                rec = Recognizer.from_settings(settings.replace(model=spec, detector=first))
                 self.recognizers[name] = rec
                 self.classifiers[name] = BatchedClassifier(rec.classifier, max_batch=max_batch, max_wait_ms=max_wait_ms,
                                                            name=f"batcher[{name}]", on_start=set_threads)
@@ -162,8 +162,7 @@ class ModelHub:
         takes one and uses it without locking.
         """
         base = self.recognizers[model]
-        return Recognizer(model=base.model_name, detector=detector, device=str(base.device), backend=base.backend,
-                          batch_size=base.batch_size, classifier=self.classifiers[model], min_confidence=base.min_confidence)
+        return Recognizer.from_settings(base.settings.replace(detector=detector), classifier=self.classifiers[model])
 
     def recognize(self, image_bgr: np.ndarray, model: str, detector: str) -> list[Face]:
         """Faces of one BGR image, with a borrowed detector and the model's shared batcher."""

@@ -25,6 +25,7 @@ from typing import BinaryIO
 from ferkit.app.serve.errors import ApiError
 from ferkit.app.serve.hub import ModelHub
 from ferkit.app.serve.limits import VIDEO_FORMATS, Limits, sniff_image_format, sniff_video_suffix
+from ferkit.infer.sinks import FALLBACK_FPS, Sink
 
 log = logging.getLogger(__name__)
 
@@ -222,35 +223,17 @@ class VideoJobs:
                 shutil.rmtree(job.dir, ignore_errors=True)
 
     def _run(self, job: VideoJob) -> None:
-        from ferkit.infer.pipeline import FALLBACK_FPS, run_predict
+        from ferkit.infer.pipeline import run_predict
         from ferkit.infer.sources import VideoSource
 
         job.status = "running"
         rec = self.hub.recognizer(job.model, self.hub.new_detector(job.detector))
-        frames_path = job.out / "frames.jsonl"
         job.out.mkdir(parents=True, exist_ok=True)
-        max_seconds, fps = self.limits.max_video_seconds, job.fps or FALLBACK_FPS
         try:
-            with open(frames_path, "w", encoding="utf-8") as frames:
-
-                def on_frame(result) -> None:
-                    # The length checked at upload is what the container states; a raw stream (.h264) states none,
-                    # and a container may understate it. So the frames are counted as they are decoded, too.
-                    seconds = max(result.time_s, (job.frames_done + 1) / fps)
-                    if seconds > max_seconds:
-                        raise _TooLong(f"video refused: longer than the limit of {max_seconds:g} s (stopped at frame "
-                                       f"{result.frame}, {seconds:.2f} s in; its container stated no length or a "
-                                       "shorter one); send a shorter video")
-                    frames.write(json.dumps({"frame": result.frame, "time_s": round(result.time_s, 4),
-                                             "faces": [f.to_dict() for f in result.faces]}) + "\n")
-                    job.frames_done += 1
-                    if job.cancel.is_set():
-                        raise _Cancelled()
-
-                src = VideoSource(job.input, max_pixels=self.limits.max_pixels, label=job.name)
-                job.summary = run_predict(src, job.out, recognizer=rec, model=job.model,
-                                          detect_every=job.options["detect_every"], smooth=job.options["smooth"],
-                                          on_frame=on_frame, overwrite=True)
+            src = VideoSource(job.input, max_pixels=self.limits.max_pixels, label=job.name)
+            job.summary = run_predict(src, job.out, rec, detect_every=job.options["detect_every"],
+                                      smooth=job.options["smooth"], overwrite=True,
+                                      sinks=[_JobLog(job, self.limits.max_video_seconds)])
             faces_csv(job.out / "results.jsonl", job.out / "faces.csv", job.labels)
             job.status = "done"
             log.info("video job %s done: %d frames in %.1f s", job.id, job.frames_done, job.summary.get("seconds", 0))
@@ -265,6 +248,36 @@ class VideoJobs:
             job.status, job.error = "failed", f"{type(exc).__name__}: {exc}".replace(str(job.dir), "<job>")
         finally:
             job.finished = time.time()
+
+
+class _JobLog(Sink):
+    """A video job's ``frames.jsonl`` (what the UI's timeline reads as the job runs), its progress count, the
+    length limit counted frame by frame, and its Cancel button: a sink of the job's prediction run."""
+
+    def __init__(self, job: VideoJob, max_seconds: float):
+        self.job, self.max_seconds = job, max_seconds
+        self.fps = job.fps or FALLBACK_FPS
+        self.fh = open(job.out / "frames.jsonl", "w", encoding="utf-8")  # noqa: SIM115 (closed by close())
+
+    def write(self, result) -> None:
+        job = self.job
+        # The length checked at upload is what the container states; a raw stream (.h264) states none,
+        # and a container may understate it. So the frames are counted as they are decoded, too.
+        seconds = max(result.time_s, (job.frames_done + 1) / self.fps)
+        if seconds > self.max_seconds:
+            raise _TooLong(f"video refused: longer than the limit of {self.max_seconds:g} s (stopped at frame "
+                           f"{result.frame}, {seconds:.2f} s in; its container stated no length or a "
+                           "shorter one); send a shorter video")
+        self.fh.write(json.dumps({"frame": result.frame, "time_s": round(result.time_s, 4),
+                                  "faces": [f.to_dict() for f in result.faces]}) + "\n")
+        self.fh.flush()
+        job.frames_done += 1
+        if job.cancel.is_set():
+            raise _Cancelled()
+
+    def close(self) -> dict[str, str]:
+        self.fh.close()
+        return {}
 
 
 def faces_csv(jsonl: Path, out: Path, labels: list[str]) -> None:
