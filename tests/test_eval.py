@@ -245,6 +245,15 @@ def test_eval_asks_for_data_when_the_stored_path_is_not_found_from_here(tmp_path
     assert main(["eval"]) == 1
     err = capsys.readouterr().err
     assert "trained on ../shared/data/fer2013, which is not found from here" in err and "--data PATH" in err
+    # one rule for every command that falls back to the model's dataset, each naming its own option
+    from ferkit.engine.classify import ModelRef
+    from ferkit.engine.evaluate import trained_dataset
+
+    ref = ModelRef.resolve("default")
+    with pytest.raises(FileNotFoundError, match=r"^default: the model was trained on .* give the dataset with --calib PATH"):
+        trained_dataset(ref.config, ref, option="--calib")
+    with pytest.raises(ValueError, match="does not name the dataset it was trained on; give one with --calib PATH"):
+        trained_dataset({}, ref, option="--calib")
 
 
 def test_split_all_scores_a_flat_folder_of_class_folders(trained, tmp_path, capsys):

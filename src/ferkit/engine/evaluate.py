@@ -127,19 +127,20 @@ def _split_role(split: str, cfg: dict, same_data: bool) -> str:
     return f"from a dataset other than the one named in the checkpoint ({trained_on}); if it holds the same images, it is {role}"
 
 
-def trained_dataset(cfg: dict, model: str | Path | ModelRef) -> str:
-    """The dataset a checkpoint's config names, when it can be found from here; else an error asking for one.
+def trained_dataset(cfg: dict, model: str | Path | ModelRef, option: str = "--data") -> str:
+    """The dataset a checkpoint's config names, when it can be found from here; else an error asking for one
+    with ``option`` (the command's option that gives a dataset, e.g. ``ferkit export``'s ``--calib``).
 
     The path is stored as it was given at training time, often relative (``../shared/...``), so it
     resolves only from the folder training ran in.
     """
     trained_on = str(cfg.get("data") or "")
     if not trained_on:
-        raise ValueError(f"{model}: the model does not name the dataset it was trained on; give one with --data PATH "
+        raise ValueError(f"{model}: the model does not name the dataset it was trained on; give one with {option} PATH "
                          "(a fer2013.csv or an image folder)")
     if not Path(trained_on).exists():
         raise FileNotFoundError(f"{model}: the model was trained on {trained_on}, which is not found from here "
-                                f"({Path.cwd()}); give the dataset with --data PATH (a fer2013.csv or an image folder)")
+                                f"({Path.cwd()}); give the dataset with {option} PATH (a fer2013.csv or an image folder)")
     return trained_on
 
 
