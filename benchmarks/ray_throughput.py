@@ -52,12 +52,17 @@ def single_process(folder: Path, out: Path, threads: int, yunet: str | None) -> 
 
     from ferkit.infer.pipeline import run_predict
     from ferkit.infer.recognizer import Recognizer
+    from ferkit.infer.sinks import Sink
+
+    class Clock(Sink):
+        def write(self, result) -> None:
+            marks.append(time.perf_counter())
 
     cv2.setNumThreads(threads)
     marks: list[float] = []
     t0 = time.perf_counter()
     rec = Recognizer(detector="yunet" if yunet else "auto", yunet_path=yunet, device="cpu", threads=threads)
-    run_predict(folder, out, rec, annotate=False, on_frame=lambda _: marks.append(time.perf_counter()))
+    run_predict(folder, out, rec, annotate=False, sinks=[Clock()])
     wall = time.perf_counter() - t0
     return wall, (len(marks) - 1) / (marks[-1] - marks[0]) if len(marks) > 1 else float("nan")
 
@@ -65,11 +70,12 @@ def single_process(folder: Path, out: Path, threads: int, yunet: str | None) -> 
 def ray_run(folder: Path, out: Path, workers: int, batch_size: int, yunet: str | None) -> tuple[float, float]:
     """(wall seconds, steady images/s) of ``predict_ray`` over ``folder`` on ``workers`` actors of 1 CPU each."""
     from ferkit.infer.distributed import predict_ray
+    from ferkit.infer.recognizer import RecognizerSettings
 
     marks: list[tuple[float, int]] = []
     t0 = time.perf_counter()
-    predict_ray([folder], out, workers=workers, batch_size=batch_size, detector="yunet" if yunet else "auto",
-                yunet_path=yunet, device="cpu", on_progress=lambda done, _: marks.append((time.perf_counter(), done)))
+    settings = RecognizerSettings(detector="yunet" if yunet else "auto", yunet_path=yunet, device="cpu")
+    predict_ray([folder], out, workers=workers, batch_size=batch_size, recognizer=settings, on_progress=lambda done, _: marks.append((time.perf_counter(), done)))
     wall = time.perf_counter() - t0
     if len(marks) < 2:
         return wall, float("nan")
