@@ -35,8 +35,8 @@ What is measured
    (``ferkit.engine.checkpoint.interpolate_checkpoints``: (1 - alpha) A + alpha B, for B fine-tuned from A).
    With several alphas it only compares them, on what may be used to choose: PublicTest accuracy clean and
    zoomed out 1.3x, the end-to-end proxy's PublicTest and SFEW-dev (YuNet, one crop geometry for all:
-   ``--geometry``). With one alpha the interpolated model is what the rest of the run measures (and what
-   ``--save-model`` writes).
+   ``--geometry``). With one alpha the interpolated model is what the rest of the run measures (``ferkit export
+   --interpolate`` writes it).
 5. ``--calibrate``: the crop geometry (margin, vertical offset, alignment on/off) per detector,
    chosen by the mean of the end-to-end proxy's **PublicTest** accuracy and SFEW-dev's (PrivateTest
    is never used to choose), by the library's search (``ferkit.infer.crop_search``); the rest of the

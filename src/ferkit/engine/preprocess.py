@@ -56,7 +56,7 @@ class Preprocess:
     size on each side (deployment only; dataset images are already crops), for
     detectors without a calibrated geometry.
     crop_geometry: detector name -> :class:`CropGeometry` dict, the crop chosen by
-    measurement for that detector's boxes (``benchmarks/robustness.py --calibrate``).
+    measurement for that detector's boxes (``ferkit calibrate --crop-proxy/--crop-photos``).
     temperature: the model's logits are divided by it before the softmax (temperature
     scaling, Guo et al. 2017; fitted by ``ferkit calibrate``): it makes the probabilities
     match how often the model is right, and never changes which class is on top. Every
