@@ -73,6 +73,7 @@ def register(sub, formatter) -> None:
 
 
 def run(args) -> int:
+    from ferkit.engine.classify import ModelRef
     from ferkit.infer.calibration import fit_model_temperature, save_calibrated
 
     out = Path(args.out)
@@ -82,7 +83,8 @@ def run(args) -> int:
         raise FileExistsError(f"{out}: already exists; use --force to overwrite it")
     if args.data and args.photos:
         raise ValueError("give --data (face crops) or --photos (whole photos), not both")
-    _refuse_input_as_out(args.model, out)
+    ref = ModelRef.resolve(args.model)  # once: the search, the fit and the file written all use it
+    _refuse_input_as_out(ref, out)
     crop = bool(args.crop_proxy or args.crop_photos)
     if crop and args.data:
         raise ValueError("a crop search fits no face-crop temperature (--data): the crop does not change it; "
@@ -91,11 +93,11 @@ def run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    model, tmp = args.model, None
+    model, tmp = ref, None
     try:
         if crop:
             tmp = out.with_name(f".{out.stem}.crop-tmp.pt")
-            model = _search_crop(args, tmp if args.photos else out)
+            model = ModelRef.resolve(_search_crop(args, ref, tmp if args.photos else out))
             if not args.photos:
                 print(f"wrote {out}; use it with --model {out}")
                 return 0
@@ -113,17 +115,11 @@ def run(args) -> int:
     return 0
 
 
-def _refuse_input_as_out(model: str, out: Path) -> None:
+def _refuse_input_as_out(ref, out: Path) -> None:
     """The calibrated copy is always a new file: ``--out`` may not be (one of) the input model file(s)."""
-    from ferkit.engine.checkpoint import ensemble_members, resolve_checkpoint_path
-
-    for spec in ensemble_members(model) or [model]:
-        try:
-            path = Path(spec) if str(spec).lower().endswith(".onnx") else resolve_checkpoint_path(spec)
-        except (FileNotFoundError, ValueError):
-            continue  # loading it says what is wrong
-        if out.exists() and path.exists() and out.resolve() == path.resolve():
-            raise FileExistsError(f"{out}: is the input model {spec}; write the calibrated copy to a new file")
+    for member in ref.members or (ref,):
+        if out.exists() and out.resolve() == member.path.resolve():
+            raise FileExistsError(f"{out}: is the input model {member.spec}; write the calibrated copy to a new file")
 
 
 def _numbers(text: str | None, option: str) -> tuple[float, ...] | None:
@@ -138,13 +134,13 @@ def _numbers(text: str | None, option: str) -> tuple[float, ...] | None:
     return values
 
 
-def _search_crop(args, dest: Path) -> str:
+def _search_crop(args, ref, dest: Path) -> str:
     """The crop search of ``args`` for ``--detector``, its best geometry written to ``dest``; returns ``dest``."""
     from ferkit.infer import crop_search
 
     aligns = {"auto": None, "on": (True,), "off": (False,), "on,off": (True, False)}[args.align]
     fit = crop_search.search_crop_geometry(
-        args.model, args.detector, proxy=args.crop_proxy, photos=args.crop_photos,
+        ref, args.detector, proxy=args.crop_proxy, photos=args.crop_photos,
         margins=_numbers(args.margins, "--margins") or crop_search.DEFAULT_MARGINS,
         offsets=_numbers(args.offsets, "--offsets") or crop_search.DEFAULT_OFFSETS, aligns=aligns,
         proxy_split=args.crop_split, photo_split_name=args.fit_split, limit=args.crop_limit,
@@ -155,14 +151,8 @@ def _search_crop(args, dest: Path) -> str:
           f"offset_y {b['offset_y']:+.2f}, align {'on' if b['align'] else 'off'}: {100 * b['score']:.2f} % "
           f"(the model's present crop, margin {o['margin']:+.2f}, offset_y {o['offset_y']:+.2f}, align "
           f"{'on' if o['align'] else 'off'}: {100 * o['score']:.2f} %)")
-    crop_search.save_crop_geometry(args.model, fit, dest)
-    if not args.photos and "temperature" in _old_geometry(args.model, fit["detector"]):
-        print(f"note: {args.model}'s {fit['detector']} temperature was fitted on its previous crop and is kept; "
+    crop_search.save_crop_geometry(ref, fit, dest)
+    if not args.photos and "temperature" in (ref.preprocess.crop_geometry.get(fit["detector"]) or {}):
+        print(f"note: {ref.spec}'s {fit['detector']} temperature was fitted on its previous crop and is kept; "
               f"refit it on the new crop with --photos")
     return str(dest)
-
-
-def _old_geometry(model: str, detector: str) -> dict:
-    from ferkit.engine.checkpoint import load_checkpoint
-
-    return (load_checkpoint(model)["preprocess"].get("crop_geometry") or {}).get(detector) or {}

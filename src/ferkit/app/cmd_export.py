@@ -76,9 +76,11 @@ def run(args) -> int:
     if args.int8:
         if args.fmt != "onnx":
             raise ValueError("--int8 works with --format onnx only")
+        from ferkit.engine.classify import ModelRef
         from ferkit.engine.export import export_onnx_int8
 
-        export_onnx_int8(args.model, out, calibration_images(args), args.calib_method, reduce_range=args.weight_bits == 7)
+        ref = ModelRef.resolve(args.model)  # once, for the calibration data and the export
+        export_onnx_int8(ref, out, calibration_images(args, ref), args.calib_method, reduce_range=args.weight_bits == 7)
     elif args.member_weights:
         from ferkit.engine.export import export_checkpoint
         from ferkit.errors import UsageError
@@ -98,13 +100,8 @@ def run(args) -> int:
 
 def run_interpolate(args) -> int:
     """``--interpolate A,B --alpha W`` (or ``A,B,C...`` without: their mean) into the checkpoint ``--out``."""
-    from ferkit.engine.checkpoint import (
-        ensemble_members,
-        export_weights,
-        interpolate_checkpoints,
-        load_checkpoint,
-        soup_checkpoints,
-    )
+    from ferkit.engine.checkpoint import ensemble_members, export_weights, interpolate_checkpoints, soup_checkpoints
+    from ferkit.engine.classify import ModelRef
     from ferkit.errors import UsageError
 
     if not args.interpolate:
@@ -129,7 +126,7 @@ def run_interpolate(args) -> int:
         raise FileExistsError(f"{out}: is a folder; give a file name such as {out / 'model.pt'}")
     if out.exists() and not args.force:
         raise FileExistsError(f"{out}: already exists; use --force to overwrite it")
-    ckpts = [load_checkpoint(s) for s in specs]
+    ckpts = [ModelRef.resolve(s).checkpoint for s in specs]
     if any(out.exists() and out.resolve() == Path(c["path"]).resolve() for c in ckpts):
         raise FileExistsError(f"{out}: is one of the models being averaged; write the result to a new file")
     merged = interpolate_checkpoints(*ckpts, args.alpha) if args.alpha is not None else soup_checkpoints(ckpts)
@@ -140,20 +137,16 @@ def run_interpolate(args) -> int:
     return 0
 
 
-def calibration_images(args):
-    """uint8 images for int8 calibration: a seeded random sample of ``--calib-split`` of ``--calib``."""
+def calibration_images(args, ref):
+    """uint8 images for int8 calibration: a seeded random sample of ``--calib-split`` of ``--calib`` (else of the
+    dataset ``ref`` was trained on)."""
     import numpy as np
 
     from ferkit.data.dataset import canonical_split
     from ferkit.data.readers import load_dataset
-    from ferkit.engine.checkpoint import load_checkpoint
+    from ferkit.engine.evaluate import trained_dataset
 
-    data = args.calib or (load_checkpoint(args.model).get("config") or {}).get("data")
-    if not data:
-        raise ValueError(f"{args.model}: the checkpoint does not name the dataset it was trained on; pass --calib PATH")
-    if not args.calib and not Path(data).exists():  # stored as given at training time, often relative
-        raise FileNotFoundError(f"{args.model}: the model was trained on {data}, which is not found from here "
-                                f"({Path.cwd()}); pass --calib PATH")
+    data = args.calib or trained_dataset(ref.config, ref.spec, option="--calib")
     if args.calib_images < 1:
         raise ValueError(f"--calib-images must be at least 1, got {args.calib_images}")
     ds = load_dataset(data)

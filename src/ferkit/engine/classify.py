@@ -104,10 +104,15 @@ class ModelRef:
         return load_checkpoint(self.path)
 
     @cached_property
+    def _onnx(self) -> OnnxClassifier:
+        """One ONNX Runtime session on the file, for its metadata (preprocess, what it was trained on)."""
+        return OnnxClassifier(self.path, threads=1)
+
+    @cached_property
     def preprocess(self) -> Preprocess:
         """Input size, channels, normalisation, labels, crop geometry and temperature of the model."""
         if self.kind == "onnx":
-            return OnnxClassifier(self.path, threads=1).preprocess
+            return self._onnx.preprocess
         return Preprocess.from_dict(self.checkpoint["preprocess"])
 
     @property
@@ -118,7 +123,7 @@ class ModelRef:
     def config(self) -> dict:
         """The training config the model was made with (an ONNX file: the data and splits it records)."""
         if self.kind == "onnx":
-            return dict(OnnxClassifier(self.path, threads=1).model_spec.get("trained_on") or {})
+            return dict(self._onnx.model_spec.get("trained_on") or {})
         return dict(self.checkpoint.get("config") or {})
 
     @property

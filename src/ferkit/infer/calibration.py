@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferkit.engine.checkpoint import export_weights, load_checkpoint
+from ferkit.engine.checkpoint import export_weights
+from ferkit.engine.classify import ModelRef
 from ferkit.engine.evaluate import SplitPredictions, predict_split
 from ferkit.engine.preprocess import Preprocess
 from ferkit.infer.crosseval import predict_photos
@@ -27,13 +28,14 @@ from ferkit.metrics import calibration_metrics, fit_temperature, rescale_probs
 log = logging.getLogger(__name__)
 
 
-def fit_model_temperature(model_spec: str, data: str | None = None, split: str = "val", photos: bool = False,
+def fit_model_temperature(model_spec: str | Path | ModelRef, data: str | None = None, split: str = "val", photos: bool = False,
                           detector: str = "yunet", device: str = "auto", threads: int | None = None,
                           ferplus_mode: str | None = None, yunet_path: str | None = None, min_face: int | None = None) -> dict:
     """Fit the temperature of ``model_spec`` on one split: the model's own dataset's ``val`` split by default
     (FER2013 PublicTest, FER+ labels for a FER+ model, as in training), or with ``photos`` a set of whole photos
     end to end (faces not found are left out of the fit). Returns ``temperature`` (the model's new one: its
     present one times the fitted factor), what it was fitted on, and ECE/NLL before and after on that set."""
+    model_spec = ModelRef.resolve(model_spec)
     if photos:
         if data is None:
             raise ValueError("fitting on photos needs the photo set (--photos DATA)")
@@ -61,15 +63,16 @@ def _where(sp: SplitPredictions, photos: bool, detector: str) -> str:
     return f"{name} {sp.split}{how}{labels}"
 
 
-def save_calibrated(model_spec: str, fit: dict, out: str | Path) -> Path:
+def save_calibrated(model_spec: str | Path | ModelRef, fit: dict, out: str | Path) -> Path:
     """Write ``model_spec`` (a checkpoint, run folder, shipped name or ensemble ``a,b``) with ``fit``'s
     temperature to the new checkpoint file ``out`` (inference weights only). A fit on face crops sets the
     model's temperature; a fit end to end on photos sets that detector's (``crop_geometry[detector]``), which
     the Recognizer uses for faces that detector finds. ``calibration`` records every fit, by where it applies."""
-    if str(model_spec).lower().endswith(".onnx"):
-        raise ValueError(f"{model_spec}: an ONNX file cannot be rewritten here; calibrate the checkpoint it was "
+    ref = ModelRef.resolve(model_spec)
+    if ref.kind == "onnx":
+        raise ValueError(f"{ref.spec}: an ONNX file cannot be rewritten here; calibrate the checkpoint it was "
                          "exported from, then export that")
-    ckpt = load_checkpoint(model_spec)
+    ckpt = dict(ref.checkpoint)  # a copy: its preprocess is replaced below, and the ref's stays as loaded
     pre = Preprocess.from_dict(ckpt["preprocess"])
     det = fit.get("detector")
     if det:

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from ferkit.data.readers import load_dataset
-from ferkit.engine.checkpoint import export_weights, load_checkpoint
+from ferkit.engine.checkpoint import export_weights
+from ferkit.engine.classify import ModelRef
 from ferkit.engine.evaluate import drop_absent, model_part
 from ferkit.engine.preprocess import CropGeometry, Preprocess
 from ferkit.infer.align import crop_faces
@@ -126,7 +127,7 @@ def score_geometry(rec: Recognizer, scenes: Scenes, geo: CropGeometry) -> dict:
             "found": len(hit) / n}
 
 
-def search_crop_geometry(model_spec: str, detector: str = "yunet", proxy: str | Path | None = None,
+def search_crop_geometry(model_spec: str | Path | ModelRef, detector: str = "yunet", proxy: str | Path | None = None,
                          photos: str | Path | None = None, margins: tuple[float, ...] = DEFAULT_MARGINS,
                          offsets: tuple[float, ...] = DEFAULT_OFFSETS, aligns: tuple[bool, ...] | None = None,
                          proxy_split: str = "val", photo_split_name: str = "val", limit: int = 0, device: str = "cpu",
@@ -176,14 +177,15 @@ def apply_crop_geometry(pre: Preprocess, fit: dict) -> Preprocess:
     return out
 
 
-def save_crop_geometry(model_spec: str, fit: dict, out: str | Path) -> Path:
+def save_crop_geometry(model_spec: str | Path | ModelRef, fit: dict, out: str | Path) -> Path:
     """Write ``model_spec`` with ``fit``'s best crop for its detector to the new checkpoint file ``out``
     (inference weights only; float16 weights stay float16). ``calibration["<detector> crop"]`` records the
     search: the grid, the best and the previous geometry, the data it was chosen on."""
-    if str(model_spec).lower().endswith(".onnx"):
-        raise ValueError(f"{model_spec}: an ONNX file cannot be rewritten here; calibrate the checkpoint it was "
+    ref = ModelRef.resolve(model_spec)
+    if ref.kind == "onnx":
+        raise ValueError(f"{ref.spec}: an ONNX file cannot be rewritten here; calibrate the checkpoint it was "
                          "exported from, then export that")
-    ckpt = load_checkpoint(model_spec)
+    ckpt = dict(ref.checkpoint)  # a copy: its preprocess is replaced below, and the ref's stays as loaded
     ckpt["preprocess"] = apply_crop_geometry(Preprocess.from_dict(ckpt["preprocess"]), fit).to_dict()
     record = {**(ckpt.get("calibration") or {}), f"{fit['detector']} crop": {
         "fitted_on": fit["fitted_on"], "n": dict(fit["n"]), "best": _plain(fit["best"]), "before": _plain(fit["before"]),
