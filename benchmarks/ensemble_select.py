@@ -32,7 +32,7 @@ from common import DATA
 
 from ferkit.engine.checkpoint import model_digest
 from ferkit.engine.evaluate import predict_split
-from ferkit.infer.crosseval import predict_photos
+from ferkit.infer.crosseval import photo_settings, predict_photos
 from ferkit.labels import FER2013
 from ferkit.runtime import cache_dir
 
@@ -56,7 +56,7 @@ def score_candidate(spec: str, fer: str, sfew: str, jaffe: str) -> dict[str, np.
         sp = predict_split(spec, fer, split, device="cpu", ferplus_mode="off")
         out[part], out[part + "_y"] = to_fer2013(sp.probs["none"], sp.pre.label_names), _fer_labels(sp)
     for part, data in (("sfew", sfew), ("jaffe", jaffe)):
-        sp, _, _ = predict_photos(spec, data, "val", detector="yunet", device="cpu", backend="torch", threads=1)
+        sp, _, _ = predict_photos(photo_settings(spec, threads=1), data, "val")
         out[part], out[part + "_y"] = to_fer2013(sp.probs["none"], sp.pre.label_names), _fer_labels(sp)
     return out
 

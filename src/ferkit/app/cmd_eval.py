@@ -65,7 +65,8 @@ def register(sub, formatter) -> None:
 
 
 def run(args) -> int:
-    from ferkit.infer.crosseval import EvalSet, evaluate_sets, format_table
+    from ferkit.app.args import recognizer_settings
+    from ferkit.infer.crosseval import EvalSet, evaluate_sets, format_table, photo_settings
 
     if args.threads is not None:
         import torch
@@ -83,11 +84,12 @@ def run(args) -> int:
     sets += [EvalSet(d, "photos") for d in (args.photos or [])]
     if not sets:
         sets = [EvalSet(None, "crops")]  # the dataset the model was trained on
-    results = evaluate_sets(args.model, sets, split=args.split, tta=args.tta, out_dir=args.out, batch_size=args.batch_size,
+    # photos: the end-to-end recognizer of these options (device "auto" is the CPU there, backend "torch": exact)
+    photos = photo_settings(recognizer_settings(args, device="cpu" if args.device == "auto" else args.device,
+                                                backend="torch", min_confidence=0.0))
+    results = evaluate_sets(args.model, sets, recognizer=photos, split=args.split, tta=args.tta, out_dir=args.out, batch_size=args.batch_size,
                             device=args.device, duplicates=args.duplicates, ferplus_mode=args.ferplus_mode,
-                            join_csv=args.join_csv, detector=args.detector, yunet_path=args.yunet, min_face=args.min_face,
-                            threads=args.threads,
-                            label_pattern=args.label_pattern, min_confidence=args.min_confidence)
+                            join_csv=args.join_csv, label_pattern=args.label_pattern, min_confidence=args.min_confidence)
     if len(results) == 1:
         from ferkit.engine.evaluate import format_summary
 

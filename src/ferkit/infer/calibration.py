@@ -22,7 +22,7 @@ from ferkit.engine.checkpoint import export_weights
 from ferkit.engine.classify import ModelRef
 from ferkit.engine.evaluate import SplitPredictions, predict_split
 from ferkit.engine.preprocess import Preprocess
-from ferkit.infer.crosseval import predict_photos
+from ferkit.infer.crosseval import photo_settings, predict_photos
 from ferkit.metrics import calibration_metrics, fit_temperature, rescale_probs
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,9 @@ def fit_model_temperature(model_spec: str | Path | ModelRef, data: str | None = 
     if photos:
         if data is None:
             raise ValueError("fitting on photos needs the photo set (--photos DATA)")
-        sp, _, detector = predict_photos(model_spec, data, split, detector, "cpu" if device == "auto" else device, "torch",
-                                         threads, yunet_path=yunet_path, min_face=min_face)
+        settings = photo_settings(model_spec, detector=detector, device="cpu" if device == "auto" else device,
+                                  threads=threads, yunet_path=yunet_path, min_face=min_face)
+        sp, _, detector = predict_photos(settings, data, split)
     else:
         sp = predict_split(model_spec, data, split, device=device, ferplus_mode=ferplus_mode)
     p, y = sp.probs["none"], sp.part.labels

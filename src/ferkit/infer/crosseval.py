@@ -26,7 +26,7 @@ from ferkit.data.dataset import canonical_split
 from ferkit.data.readers import load_dataset
 from ferkit.engine.classify import ModelRef
 from ferkit.engine.evaluate import SplitPredictions, drop_absent, evaluate, model_part, scored_result, write_outputs
-from ferkit.infer.recognizer import Recognizer, as_bgr
+from ferkit.infer.recognizer import Recognizer, RecognizerSettings, as_bgr
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +75,24 @@ def largest_faces(rec: Recognizer, images: list[np.ndarray]) -> tuple[np.ndarray
     return probs, faces
 
 
-def predict_photos(model_spec: str | Path | ModelRef = "default", data: str | Path = "", split: str = "val", detector: str = "yunet",
-                   device: str = "cpu", backend: str = "torch", threads: int | None = None,
-                   label_pattern: str | None = None, yunet_path: str | None = None,
-                   min_face: int | None = None) -> tuple[SplitPredictions, list, str]:
+def photo_settings(base: str | Path | ModelRef | RecognizerSettings = "default", **changes) -> RecognizerSettings:
+    """The recognizer settings photos are scored with: for a model ``base``, YuNet, the CPU, the "torch" backend
+    (the exact model; a shipped model's int8 file is a little less accurate, "auto" scores what ``Recognizer()``
+    runs); settings ``base`` as they are; ``changes`` on top."""
+    if isinstance(base, RecognizerSettings):
+        return base.replace(**changes)
+    return RecognizerSettings(**({"model": base, "detector": "yunet", "device": "cpu", "backend": "torch"} | changes))
+
+
+def predict_photos(recognizer: str | Path | ModelRef | RecognizerSettings = "default", data: str | Path = "",
+                   split: str = "val", label_pattern: str | None = None) -> tuple[SplitPredictions, list, str]:
     """The model's probabilities end to end on a labelled set of whole photos (see the module's docstring), the
     :class:`~ferkit.infer.results.Face` scored in each photo (None where none was found), and the name of the
-    detector that ran ("auto" resolved). ``backend``
-    "torch" by default: the exact model (a shipped model's int8 file is a little less accurate; "auto" scores
-    what ``Recognizer()`` runs)."""
-    ref = ModelRef.resolve(model_spec)  # once: the Recognizer runs it, the result names it
-    rec = Recognizer(model=ref, detector=detector, device=device, backend=backend, threads=threads,
-                     yunet_path=yunet_path, min_face=min_face)
+    detector that ran ("auto" resolved). ``recognizer``: the settings of the Recognizer that scores them, or a
+    model spec run with :func:`photo_settings`."""
+    settings = photo_settings(recognizer)
+    ref = ModelRef.resolve(settings.model)  # once: the Recognizer runs it, the result names it
+    rec = Recognizer.from_settings(settings.replace(model=ref))
     pre = rec.preprocess
     if ref.kind == "onnx":
         ckpt = {"path": str(ref.path), "model": {"name": "onnx"}, "config": ref.config}
@@ -103,18 +109,16 @@ def predict_photos(model_spec: str | Path | ModelRef = "default", data: str | Pa
     return sp, faces, rec.detector.name
 
 
-def evaluate_photos(model_spec: str | Path | ModelRef = "default", data: str | Path = "", split: str = "val", detector: str = "yunet",
-                    out_dir: str | Path | None = None, device: str = "cpu", backend: str = "torch",
-                    threads: int | None = None, label_pattern: str | None = None, min_confidence: float | None = None,
-                    yunet_path: str | None = None, min_face: int | None = None) -> dict:
-    """Score ``model_spec`` end to end on a labelled set of whole photos (:func:`predict_photos`).
+def evaluate_photos(recognizer: str | Path | ModelRef | RecognizerSettings = "default", data: str | Path = "",
+                    split: str = "val", out_dir: str | Path | None = None, label_pattern: str | None = None,
+                    min_confidence: float | None = None) -> dict:
+    """Score a model end to end on a labelled set of whole photos (:func:`predict_photos`).
 
-    Returns :func:`ferkit.engine.evaluate.evaluate`'s metrics dict (calibration included) with ``end_to_end``
-    (detector, crop, share of images with a face found) and ``quality`` (per image: the face's quality
-    measures and ``low_quality`` flag, or None).
+    Returns :func:`ferkit.engine.evaluate.evaluate`'s metrics dict (calibration included, with the coverage at
+    ``min_confidence`` when given) with ``end_to_end`` (detector, crop, share of images with a face found) and
+    ``quality`` (per image: the face's quality measures and ``low_quality`` flag, or None).
     """
-    sp, faces, detector = predict_photos(model_spec, data, split, detector, device, backend, threads, label_pattern,
-                                         yunet_path, min_face)
+    sp, faces, detector = predict_photos(recognizer, data, split, label_pattern)
     result = scored_result(sp.ckpt, sp.part, sp.probs, sp.pre, sp.split, sp.data_path, False, sp.unmapped, sp.absent,
                            min_confidence)
     result["end_to_end"] = {"detector": detector, "crop": sp.pre.crop_for(detector).to_dict(),
@@ -129,19 +133,21 @@ def evaluate_photos(model_spec: str | Path | ModelRef = "default", data: str | P
 def evaluate_sets(model_spec: str | Path | ModelRef, sets: list[EvalSet], split: str = "test", tta: str = "none",
                   out_dir: str | Path | None = None, batch_size: int | None = None, device: str = "auto",
                   duplicates: str | None = None, ferplus_mode: str | None = None, join_csv: str | None = None,
-                  detector: str = "yunet", threads: int | None = None, label_pattern: str | None = None,
-                  min_confidence: float | None = None, yunet_path: str | None = None, min_face: int | None = None) -> list[dict]:
+                  recognizer: RecognizerSettings | None = None, label_pattern: str | None = None,
+                  min_confidence: float | None = None) -> list[dict]:
     """Evaluate one model on every set (each result gets ``"set"``: its name and kind); with ``out_dir`` and
-    several sets, each set's outputs go to a subfolder, with ``table.md``, ``table.json`` and ``coverage.png``."""
+    several sets, each set's outputs go to a subfolder, with ``table.md``, ``table.json`` and ``coverage.png``.
+    Photo sets are scored by a Recognizer built from ``recognizer`` (its model replaced by ``model_spec``; None:
+    :func:`photo_settings`, on ``device``)."""
     model_spec = ModelRef.resolve(model_spec)  # once for every set
+    photos = photo_settings(recognizer or photo_settings(device="cpu" if device == "auto" else device), model=model_spec)
     many = len(sets) > 1
     results = []
     for i, s in enumerate(sets):
         sub = None if out_dir is None else (Path(out_dir) / f"{i + 1}-{_slug(s.name)}" if many else Path(out_dir))
         if s.kind == "photos":
-            r = evaluate_photos(model_spec, s.data, split, detector=detector, out_dir=sub,
-                                device="cpu" if device == "auto" else device, threads=threads, label_pattern=label_pattern,
-                                min_confidence=min_confidence, yunet_path=yunet_path, min_face=min_face)
+            r = evaluate_photos(photos, s.data, split, out_dir=sub, label_pattern=label_pattern,
+                                min_confidence=min_confidence)
         elif s.kind == "crops":
             r = evaluate(model_spec, data=s.data, split=split, tta=tta, out_dir=sub, batch_size=batch_size, device=device,
                          duplicates=duplicates, ferplus_mode=ferplus_mode, ferplus=s.ferplus,
