@@ -58,6 +58,7 @@ from common import DATA, classify, detect_scenes, fer_split, label_map_for, pct,
 
 from ferkit.engine.preprocess import CropGeometry
 from ferkit.infer.crop_search import proxy_canvas, search_crop_geometry
+from ferkit.infer.crosseval import photo_settings
 from ferkit.infer.detectors import create_detector
 from ferkit.infer.recognizer import Recognizer
 
@@ -290,10 +291,10 @@ def main() -> int:
         if args.calibrate:
             res["calibration"] = {}
             for det_name in detectors:
-                fit = search_crop_geometry(args.model, det_name, proxy=args.data, photos=args.sfew,
+                scorer = photo_settings(args.model, detector=det_name, threads=args.threads or None)
+                fit = search_crop_geometry(scorer, proxy=args.data, photos=args.sfew,
                                            margins=tuple(float(v) for v in args.margins.split(",")),
-                                           offsets=tuple(float(v) for v in args.offsets.split(",")), limit=args.limit,
-                                           threads=args.threads or None)
+                                           offsets=tuple(float(v) for v in args.offsets.split(",")), limit=args.limit)
                 res["calibration"][det_name] = {k: fit[k] for k in ("best", "before", "grid", "fitted_on")}
                 log(f"calibrate {det_name}: {fit['best']}")
             base.crop_geometry = {**base.crop_geometry,

@@ -51,9 +51,9 @@ __all__ = sorted([*_API, "__version__"])
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
     from ferkit.data.readers import load_dataset
     from ferkit.engine.checkpoint import load_model
+    from ferkit.engine.classify import ModelRef, OnnxClassifier
     from ferkit.engine.config import load_config
     from ferkit.engine.evaluate import evaluate
-    from ferkit.engine.classify import ModelRef, OnnxClassifier
     from ferkit.engine.export import export_onnx, export_torchscript
     from ferkit.engine.preprocess import Preprocess
     from ferkit.engine.trainer import train

@@ -101,9 +101,8 @@ def run(args) -> int:
             if not args.photos:
                 print(f"wrote {out}; use it with --model {out}")
                 return 0
-        fit = fit_model_temperature(model, args.photos or args.data, args.fit_split, photos=bool(args.photos),
-                                    detector=args.detector, yunet_path=args.yunet, min_face=args.min_face,
-                                    device=args.device, threads=args.threads, ferplus_mode=args.ferplus_mode)
+        fit = fit_model_temperature(_settings(args, model), args.photos or args.data, args.fit_split,
+                                    photos=bool(args.photos), ferplus_mode=args.ferplus_mode)
         save_calibrated(model, fit, out)
     finally:
         if tmp is not None:
@@ -113,6 +112,17 @@ def run(args) -> int:
           f"NLL {fit['nll_before']:.3f} -> {fit['nll_after']:.3f}")
     print(f"wrote {out}; use it with --model {out}")
     return 0
+
+
+def _settings(args, model):
+    """The Recognizer that scores photos (and, for a crop-only fit, the device): these options, the exact torch
+    model, the CPU when the device is "auto" (as ``ferkit eval --photos`` scores)."""
+    from ferkit.app.args import recognizer_settings
+    from ferkit.infer.crosseval import photo_settings
+
+    photos = args.photos or args.crop_proxy or args.crop_photos
+    device = "cpu" if args.device == "auto" and photos else args.device
+    return photo_settings(recognizer_settings(args, model=model, device=device, backend="torch"))
 
 
 def _refuse_input_as_out(ref, out: Path) -> None:
@@ -140,12 +150,10 @@ def _search_crop(args, ref, dest: Path) -> str:
 
     aligns = {"auto": None, "on": (True,), "off": (False,), "on,off": (True, False)}[args.align]
     fit = crop_search.search_crop_geometry(
-        ref, args.detector, proxy=args.crop_proxy, photos=args.crop_photos,
+        _settings(args, ref), proxy=args.crop_proxy, photos=args.crop_photos,
         margins=_numbers(args.margins, "--margins") or crop_search.DEFAULT_MARGINS,
         offsets=_numbers(args.offsets, "--offsets") or crop_search.DEFAULT_OFFSETS, aligns=aligns,
-        proxy_split=args.crop_split, photo_split_name=args.fit_split, limit=args.crop_limit,
-        device="cpu" if args.device == "auto" else args.device, threads=args.threads, yunet_path=args.yunet,
-        min_face=args.min_face)
+        proxy_split=args.crop_split, photo_split_name=args.fit_split, limit=args.crop_limit)
     b, o = fit["best"], fit["before"]
     print(f"{fit['detector']} crop on {fit['fitted_on']} ({len(fit['grid'])} geometries): margin {b['margin']:+.2f}, "
           f"offset_y {b['offset_y']:+.2f}, align {'on' if b['align'] else 'off'}: {100 * b['score']:.2f} % "

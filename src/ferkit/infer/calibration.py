@@ -23,27 +23,29 @@ from ferkit.engine.classify import ModelRef
 from ferkit.engine.evaluate import SplitPredictions, predict_split
 from ferkit.engine.preprocess import Preprocess
 from ferkit.infer.crosseval import photo_settings, predict_photos
+from ferkit.infer.recognizer import RecognizerSettings
 from ferkit.metrics import calibration_metrics, fit_temperature, rescale_probs
 
 log = logging.getLogger(__name__)
 
 
-def fit_model_temperature(model_spec: str | Path | ModelRef, data: str | None = None, split: str = "val", photos: bool = False,
-                          detector: str = "yunet", device: str = "auto", threads: int | None = None,
-                          ferplus_mode: str | None = None, yunet_path: str | None = None, min_face: int | None = None) -> dict:
-    """Fit the temperature of ``model_spec`` on one split: the model's own dataset's ``val`` split by default
-    (FER2013 PublicTest, FER+ labels for a FER+ model, as in training), or with ``photos`` a set of whole photos
-    end to end (faces not found are left out of the fit). Returns ``temperature`` (the model's new one: its
-    present one times the fitted factor), what it was fitted on, and ECE/NLL before and after on that set."""
-    model_spec = ModelRef.resolve(model_spec)
+def fit_model_temperature(recognizer: str | Path | ModelRef | RecognizerSettings, data: str | None = None,
+                          split: str = "val", photos: bool = False, ferplus_mode: str | None = None) -> dict:
+    """Fit the temperature of the recognizer's model on one split: the model's own dataset's ``val`` split by
+    default (FER2013 PublicTest, FER+ labels for a FER+ model, as in training; on the settings' device), or with
+    ``photos`` a set of whole photos end to end, by a Recognizer built from ``recognizer`` (a model spec: see
+    :func:`~ferkit.infer.crosseval.photo_settings`; faces not found are left out of the fit). Returns
+    ``temperature`` (the model's new one: its present one times the fitted factor), what it was fitted on, and
+    ECE/NLL before and after on that set."""
+    settings = photo_settings(recognizer)
+    settings = settings.replace(model=ModelRef.resolve(settings.model))  # once, whichever way it is scored
+    detector = None
     if photos:
         if data is None:
             raise ValueError("fitting on photos needs the photo set (--photos DATA)")
-        settings = photo_settings(model_spec, detector=detector, device="cpu" if device == "auto" else device,
-                                  threads=threads, yunet_path=yunet_path, min_face=min_face)
         sp, _, detector = predict_photos(settings, data, split)
     else:
-        sp = predict_split(model_spec, data, split, device=device, ferplus_mode=ferplus_mode)
+        sp = predict_split(settings.model, data, split, device=settings.device, ferplus_mode=ferplus_mode)
     p, y = sp.probs["none"], sp.part.labels
     answered = p.sum(1) > 0
     factor = fit_temperature(np.log(np.clip(p[answered], 1e-12, 1.0)), y[answered])

@@ -1,6 +1,6 @@
 """Crop calibration as a library step: choose, per detector, the face crop a model sees, and store it in the model.
 
-    fit = search_crop_geometry("default", "yunet", proxy="../shared/data/fer2013", photos="../shared/data/sfew-dev")
+    fit = search_crop_geometry("default", proxy="../shared/data/fer2013", photos="../shared/data/sfew-dev")  # YuNet
     save_crop_geometry("default", fit, "default_yunet.pt")
 
 A detector's face box is not the framing a model was trained on (YuNet's box is taller and narrower than
@@ -38,8 +38,8 @@ from ferkit.engine.classify import ModelRef
 from ferkit.engine.evaluate import drop_absent, model_part
 from ferkit.engine.preprocess import CropGeometry, Preprocess
 from ferkit.infer.align import crop_faces
-from ferkit.infer.crosseval import photo_split
-from ferkit.infer.recognizer import Recognizer, as_bgr
+from ferkit.infer.crosseval import photo_settings, photo_split
+from ferkit.infer.recognizer import Recognizer, RecognizerSettings, as_bgr
 from ferkit.infer.results import Detection
 
 log = logging.getLogger(__name__)
@@ -127,23 +127,23 @@ def score_geometry(rec: Recognizer, scenes: Scenes, geo: CropGeometry) -> dict:
             "found": len(hit) / n}
 
 
-def search_crop_geometry(model_spec: str | Path | ModelRef, detector: str = "yunet", proxy: str | Path | None = None,
+def search_crop_geometry(recognizer: str | Path | ModelRef | RecognizerSettings, proxy: str | Path | None = None,
                          photos: str | Path | None = None, margins: tuple[float, ...] = DEFAULT_MARGINS,
                          offsets: tuple[float, ...] = DEFAULT_OFFSETS, aligns: tuple[bool, ...] | None = None,
-                         proxy_split: str = "val", photo_split_name: str = "val", limit: int = 0, device: str = "cpu",
-                         threads: int | None = None, yunet_path: str | None = None, min_face: int | None = None) -> dict:
-    """Score every crop geometry of the grid ``margins`` x ``offsets`` x ``aligns`` for ``detector`` end to end
-    on ``proxy`` and/or ``photos`` (see the module's docstring) and return the best (highest mean accuracy; the
-    first in grid order on a tie). ``aligns`` None: on and off for a detector that gives eye landmarks, off for
-    one that does not. Returns ``detector`` (resolved), ``best``, ``before`` (the model's present geometry, scored
-    the same way), ``grid`` (every point), ``fitted_on`` and ``n`` (images per set)."""
+                         proxy_split: str = "val", photo_split_name: str = "val", limit: int = 0) -> dict:
+    """Score every crop geometry of the grid ``margins`` x ``offsets`` x ``aligns`` for the recognizer's detector
+    end to end on ``proxy`` and/or ``photos`` (see the module's docstring) and return the best (highest mean
+    accuracy; the first in grid order on a tie). ``recognizer``: the settings of the Recognizer that scores, or a
+    model spec scored as :func:`~ferkit.infer.crosseval.photo_settings` says (YuNet, CPU, the exact torch model).
+    ``aligns`` None: on and off for a detector that gives eye landmarks, off for one that does not. Returns
+    ``detector`` (resolved), ``best``, ``before`` (the model's present geometry, scored the same way), ``grid``
+    (every point), ``fitted_on`` and ``n`` (images per set)."""
     if proxy is None and photos is None:
         raise ValueError("a crop search needs labelled data: proxy (a face-crop dataset such as FER2013) and/or "
                          "photos (whole photos such as SFEW-dev)")
     if not margins or not offsets:
         raise ValueError(f"an empty grid: margins {list(margins)}, offsets {list(offsets)}")
-    rec = Recognizer(model=model_spec, detector=detector, device=device, backend="torch", threads=threads,
-                     yunet_path=yunet_path, min_face=min_face, batch_size=256)
+    rec = Recognizer.from_settings(photo_settings(recognizer, batch_size=256))
     sets = []
     if proxy is not None:
         sets.append(load_scenes(rec, proxy, "proxy", proxy_split, limit))
