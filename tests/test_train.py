@@ -28,11 +28,25 @@ FAST = [f"data={FER_ROOT}", "labels=happy,surprise,neutral", "model=resnet11", "
         "optimizer=adam", "lr=0.002", "weight_decay=0", "batch_size=64", "augment=none", "threads=1"]
 
 
-@pytest.mark.slow
-def test_short_run_learns_on_real_images(tmp_path):
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory) -> tuple[Path, dict]:
+    """One 6-epoch run on 3,000 real training images, shared by the tests that read what it learned and wrote."""
+    run = tmp_path_factory.mktemp("short") / "run"
     cfg = load_config(None, FAST + ["epochs=6", "train_limit=3000", "val_limit=900", "scheduler=cosine", "threads=2"])
-    summary = train(cfg, tmp_path / "run")
-    run = tmp_path / "run"
+    return run, train(cfg, run)
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory) -> Path:
+    """A 1-epoch run: the first stage of the fine-tuning test and the teacher of the distillation test."""
+    run = tmp_path_factory.mktemp("base") / "run"
+    train(load_config(None, FAST + ["epochs=1", "train_limit=600", "val_limit=200"]), run)
+    return run
+
+
+@pytest.mark.slow
+def test_short_run_learns_on_real_images(short_run):
+    run, summary = short_run
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     # held-out PublicTest slice: well above chance (1/3) and the majority-class share (happy, 47%)
@@ -41,6 +55,11 @@ def test_short_run_learns_on_real_images(tmp_path):
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
     # PrivateTest (never seen in training or selection) agrees
     assert summary["test"]["accuracy"] > 0.5 and summary["test"]["n"] > 1000
+
+
+@pytest.mark.slow
+def test_a_run_folder_holds_its_outputs_and_a_data_only_checkpoint(short_run):
+    run, _ = short_run
     for name in ("config.yaml", "best.pt", "last.pt", "curves.png", "summary.json"):
         assert (run / name).is_file(), name
     assert any((run / "tb").iterdir()), "no TensorBoard event file"
@@ -89,9 +108,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert json.loads((killed / "summary.json").read_text())["test"] == json.loads((ref / "summary.json").read_text())["test"]
 
 
-def test_fine_tune_stage_and_early_stopping(tmp_path):
-    base = tmp_path / "base"
-    train(load_config(None, FAST + ["epochs=1", "train_limit=600", "val_limit=200"]), base)
+def test_fine_tune_stage_and_early_stopping(base_run, tmp_path):
+    base = base_run
     # a second stage from the checkpoint on a different label set: backbone reused, new head
     cfg = load_config(None, FAST + ["labels=happy,surprise", "epochs=6", "train_limit=600", "val_limit=200",
                                     f"init_from={base}", "early_stopping=1", "lr=0.02", "head_lr_mult=10"])
@@ -103,6 +121,7 @@ def test_fine_tune_stage_and_early_stopping(tmp_path):
     assert best["epoch"] == s["best_epoch"]  # best weights are the ones restored and reported
 
 
+@pytest.mark.unit  # no data from ../shared: settings are refused before any is read
 @pytest.mark.parametrize(
     "override, needle",
     [
@@ -119,6 +138,7 @@ def test_bad_config_names_the_valid_choices(tmp_path, capsys, override, needle):
     assert code == 1 and needle in err and "error" in err
 
 
+@pytest.mark.unit  # no data from ../shared: settings are refused before any is read
 def test_unknown_recipe_and_non_empty_output(tmp_path, capsys):
     assert cli(["train", "--recipe", "no_such_recipe", "--out", str(tmp_path / "r")]) == 1
     assert "default_fer2013" in capsys.readouterr().err  # lists the recipes there are
@@ -232,14 +252,13 @@ def test_ema_run_validates_and_ships_the_averaged_weights(tmp_path):
     assert t.evaluate(t.val_t)[0]["accuracy"] == pytest.approx(s["best_val_acc"])
 
 
-def test_distillation_targets_mix_teacher_views_and_labels(tmp_path):
+def test_distillation_targets_mix_teacher_views_and_labels(base_run, tmp_path):
     from ferkit.engine.trainer import Trainer, images_to_tensor, predict_probs
 
-    train(load_config(None, FAST + ["epochs=1", "train_limit=600", "val_limit=200"]), tmp_path / "teacher")
-    cfg = load_config(None, FAST + ["epochs=1", "train_limit=600", "val_limit=200", f"distill={tmp_path / 'teacher'}",
+    cfg = load_config(None, FAST + ["epochs=1", "train_limit=600", "val_limit=200", f"distill={base_run}",
                                     "distill_tta=flip", "distill_weight=0.25"])
     t = Trainer(cfg, tmp_path / "student")
-    teacher, pre = load_model(tmp_path / "teacher")
+    teacher, pre = load_model(base_run)
     want = torch.from_numpy(predict_probs(teacher, images_to_tensor(t.train_data.images), pre, "flip", amp=t.amp, channels_last=t.cfg.channels_last))
     cached = torch.load(tmp_path / "student" / "teacher_probs.pt", weights_only=True)
     assert torch.allclose(cached, want, atol=1e-6)
@@ -248,6 +267,6 @@ def test_distillation_targets_mix_teacher_views_and_labels(tmp_path):
     assert t.fit()["epochs_run"] == 1
     # a teacher with other classes is refused, naming both label sets
     bad = load_config(None, FAST + ["labels=happy,surprise", "epochs=1", "train_limit=300", "val_limit=100",
-                                    f"distill={tmp_path / 'teacher'}"])
+                                    f"distill={base_run}"])
     with pytest.raises(ValueError, match="distill: the teacher .* predicts"):
         Trainer(bad, tmp_path / "bad")
