@@ -128,3 +128,16 @@ def test_export_interpolate_command(tmp_path):
     assert not (tmp_path / "bad.pt").exists()
     exists = ferkit("export", "--interpolate", f"default,{tmp_path / 'b.pt'}", "--out", str(out))
     assert exists.returncode != 0 and "already exists" in exists.stderr
+
+    # A float32 checkpoint (the interpolated one) stored as float16 with --format checkpoint --half: the
+    # model card's stage-3 step, with a ferkit command.
+    half = tmp_path / "mid_half.pt"
+    r = ferkit("export", "--model", str(out), "--format", "checkpoint", "--half", "--out", str(half))
+    assert r.returncode == 0, r.stderr
+    small = load_checkpoint(half)
+    for k, v in mid["state_dict"].items():
+        if v.is_floating_point():
+            assert v.dtype == torch.float32 and small["state_dict"][k].dtype == torch.float16
+            torch.testing.assert_close(small["state_dict"][k].float(), v, atol=2e-3, rtol=1e-3)
+    wrong = ferkit("export", "--model", str(out), "--format", "onnx", "--half", "--out", str(tmp_path / "m.onnx"))
+    assert wrong.returncode != 0 and "--half with --interpolate or --format checkpoint" in wrong.stderr

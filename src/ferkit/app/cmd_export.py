@@ -47,7 +47,8 @@ def register(sub, formatter) -> None:
     w.add_argument("--alpha", type=probability, metavar="W",
                    help="with two models: the weight of the SECOND (B); 0 gives A's weights, 1 B's, e.g. 0.25 for a "
                         "model mostly A, moved a quarter of the way towards its fine-tune B")
-    w.add_argument("--half", action="store_true", help="store the weights as float16 (as the shipped default.pt)")
+    w.add_argument("--half", action="store_true",
+                   help="store the weights as float16 (as the shipped default.pt): with --interpolate or --format checkpoint")
     q = p.add_argument_group("int8 quantization (ONNX only)")
     q.add_argument("--int8", action="store_true", help="write an int8 model (static quantization, calibrated)")
     q.add_argument("--calib", help="dataset for calibration; if not given, the dataset the model was trained on")
@@ -65,7 +66,7 @@ def register(sub, formatter) -> None:
 def run(args) -> int:
     from ferkit.engine.export import export_model
 
-    if args.interpolate or args.alpha is not None or args.half:
+    if args.interpolate or args.alpha is not None or (args.half and args.fmt != "checkpoint"):
         return run_interpolate(args)
     args.fmt = args.fmt or "onnx"
     out = Path(args.out)
@@ -91,7 +92,11 @@ def run(args) -> int:
             weights = [float(w) for w in args.member_weights.split(",")]
         except ValueError:
             raise UsageError(f"--member-weights {args.member_weights}: expected numbers joined by commas") from None
-        export_checkpoint(args.model, out, weights)
+        export_checkpoint(args.model, out, weights, half=args.half)
+    elif args.fmt == "checkpoint":
+        from ferkit.engine.export import export_checkpoint
+
+        export_checkpoint(args.model, out, half=args.half)  # a run folder's best weights as one file
     else:
         export_model(args.model, out, args.fmt)
     print(f"wrote {args.fmt}{' int8' if args.int8 else ''} model to {out} ({out.stat().st_size / 1e6:.1f} MB)")
@@ -105,7 +110,7 @@ def run_interpolate(args) -> int:
     from ferkit.errors import UsageError
 
     if not args.interpolate:
-        raise UsageError("--alpha and --half go with --interpolate A,B")
+        raise UsageError("--alpha goes with --interpolate A,B, and --half with --interpolate or --format checkpoint")
     if args.fmt not in (None, "checkpoint"):
         raise UsageError(f"--interpolate writes a checkpoint, not {args.fmt}; export that file to {args.fmt} afterwards")
     if args.model != "default":

@@ -213,10 +213,11 @@ def _save_torchscript(model: torch.nn.Module, pre: Preprocess, spec: dict, path:
     return path
 
 
-def export_checkpoint(model_spec: str | Path, path: str | Path, member_weights: list[float] | None = None) -> Path:
+def export_checkpoint(model_spec: str | Path | ModelRef, path: str | Path, member_weights: list[float] | None = None,
+                      half: bool = False) -> Path:
     """Write ``model_spec`` as an inference-only ferkit checkpoint (no training state): a run folder's best
     weights as one file, or an ensemble given as ``"a,b,c"`` as one checkpoint that loads like any model,
-    its members' probabilities weighted by ``member_weights`` (default: equally)."""
+    its members' probabilities weighted by ``member_weights`` (default: equally); ``half`` stores float16 weights."""
     ref = ModelRef.resolve(model_spec)
     if member_weights is not None:
         if len(ref.members) != len(member_weights):
@@ -224,7 +225,7 @@ def export_checkpoint(model_spec: str | Path, path: str | Path, member_weights: 
         ckpt = ensemble_checkpoint([m.checkpoint for m in ref.members], member_weights)
     else:
         ckpt = ref.checkpoint
-    export_weights(ckpt, path)
+    export_weights(ckpt, path, half=half)
     return Path(path)
 
 
