@@ -216,6 +216,8 @@ def test_int8_export_refuses_what_it_cannot_do(tmp_path, capsys, caplog, exporte
     with pytest.raises(ValueError, match="(?s)backend 'onnx-int8' needs a calibrated int8 file.*ferkit export --model"):
         Recognizer(own, detector="haar", backend="onnx-int8")
     own.unlink()
+    with pytest.raises(ValueError, match="needs a calibrated int8 file for ferplus"):  # ships as a checkpoint only
+        Recognizer("ferplus", detector="haar", backend="onnx-int8")
     assert not list(tmp_path.iterdir())  # nothing half-written is left behind
     with caplog.at_level(logging.WARNING):  # a float file asked to run as int8 runs, with a word about it
         assert Recognizer(exported["onnx"], detector="haar", backend="onnx-int8").backend == "onnx-int8"

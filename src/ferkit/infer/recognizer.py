@@ -41,9 +41,10 @@ log = logging.getLogger(__name__)
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 TTA_MODES = ("none", "flip")
 ONNX_CACHE_VERSION = 1  # bump when export_onnx changes what it writes
-# The shipped models quantized to int8 (``ferkit export --int8``; the model cards have the commands).
-SHIPPED_INT8 = {name: path.with_name(f"{path.stem}_int8.onnx") for name, path in SHIPPED_MODELS.items()}
-DEFAULT_INT8 = SHIPPED_INT8["default"]
+# The shipped models that come quantized to int8 (``ferkit export --int8``; the model card has the command):
+# the default (also named "fer2013"). The FER+ model ships as a checkpoint only.
+DEFAULT_INT8 = SHIPPED_MODELS["default"].with_name("default_int8.onnx")
+SHIPPED_INT8 = {name: DEFAULT_INT8 for name, path in SHIPPED_MODELS.items() if path == SHIPPED_MODELS["default"]}
 
 
 # ------------------------------------------------------------------ input normalisation
