@@ -284,6 +284,16 @@ def test_ferplus_majority_and_soft_through_the_join_table(tmp_path):
         assert lab == int(np.argmax(dist))
 
 
+def test_ferplus_votes_and_join_saved_by_excel_read_the_same(tmp_path):
+    """fer2013new.csv and the join table saved as Excel's "CSV UTF-8" (a byte-order mark first) give the same labels."""
+    root, votes_csv, join_csv, _ = _ferplus_slice(tmp_path)
+    plain = load_dataset(root, ferplus=votes_csv, join_csv=join_csv, ferplus_mode="majority")
+    for f in (votes_csv, join_csv):
+        f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
+    excel = load_dataset(root, ferplus=votes_csv, join_csv=join_csv, ferplus_mode="majority")
+    assert len(plain) > 0 and list(excel.sources) == list(plain.sources) and list(excel.labels) == list(plain.labels)
+
+
 def test_ferplus_row_aligned_with_a_fer2013_csv(tmp_path):
     """fer2013new.csv with the original CSV, row by row: the same labels as through the join table."""
     root, votes_csv, join_csv, _ = _ferplus_slice(tmp_path)

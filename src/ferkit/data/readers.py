@@ -373,8 +373,9 @@ def _ferplus_votes(votes_csv: str | Path, images: str | Path, join_csv: str | Pa
     """``(base, votes (N, 10), has (N,))``: the FER2013 images of ``images`` with their FER+ vote rows
     (``has`` False where an image has no row; its votes are zeros)."""
     votes_csv, images = Path(votes_csv), Path(images)
-    with open(votes_csv, newline="") as fh:
-        rows = list(csv.reader(fh))
+    rows = [r for _, r in _csv_rows(votes_csv)]  # a BOM (Excel's CSV UTF-8) accepted, bad text named by file and line
+    if not rows:
+        raise ValueError(f"{votes_csv}: empty; expected fer2013new.csv with its header row")
     header = [h.strip().lower() for h in rows[0]]
     need = list(FERPLUS_VOTE_COLUMNS) + ["unknown", "nf"]
     missing = [c for c in need if c not in header]
@@ -392,7 +393,7 @@ def _ferplus_votes(votes_csv: str | Path, images: str | Path, join_csv: str | Pa
         if join_csv is None:
             raise ValueError("read_ferplus: a join table (join_csv, e.g. jpg_to_ferplus.csv) is needed for an image folder")
         base = read_image_folder(images, label_names=L.FER2013, use_cache=use_cache)
-        with open(join_csv, newline="") as fh:
+        with open(join_csv, newline="", encoding="utf-8-sig") as fh:  # with or without Excel's byte-order mark
             jrows = list(csv.DictReader(fh))
         if not jrows or "jpg_path" not in jrows[0] or "fer2013_rows" not in jrows[0]:
             raise ValueError(f"{join_csv}: expected columns jpg_path, fer2013_rows")
