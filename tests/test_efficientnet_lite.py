@@ -13,6 +13,7 @@ from conftest import make_fer_slice
 
 from ferkit.app.cli import main as cli
 from ferkit.engine.checkpoint import load_model
+from ferkit.engine.classify import torch_threads
 from ferkit.engine.config import load_config
 from ferkit.engine.optim import build_optimizer
 from ferkit.errors import UsageError
@@ -23,10 +24,8 @@ from ferkit.models.registry import create_model, model_info
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     # The machine runs other jobs on its 2 cores: one thread avoids OpenMP threads waiting on each other.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

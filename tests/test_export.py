@@ -18,6 +18,7 @@ from conftest import FER_ROOT, PHOTOS, YUNET
 from ferkit.app.cli import main
 from ferkit.engine import export as E
 from ferkit.engine.checkpoint import DEFAULT_MODEL, load_model
+from ferkit.engine.classify import torch_threads
 from ferkit.infer.align import crop_faces
 from ferkit.infer.detectors import create_detector
 from ferkit.infer.recognizer import Recognizer
@@ -26,10 +27,8 @@ from ferkit.infer.recognizer import Recognizer
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     # One torch thread: on a busy 2-core CPU two threads fight each other and OpenCV's (several times slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from conftest import FER_ROOT, PHOTOS, VIDEO, YUNET, make_fer_slice
 from ferkit.app.cli import main
 from ferkit.data.readers import load_dataset, read_fer2013_csv, read_image_folder, read_label_csv
 from ferkit.engine.checkpoint import DEFAULT_MODEL, load_model
+from ferkit.engine.classify import torch_threads
 from ferkit.imageio import MAX_IMAGE_BYTES, ImageReadError, read_bgr
 from ferkit.infer.distributed import expand_sources
 from ferkit.infer.writers import read_jsonl
@@ -37,10 +38,8 @@ HUGE = 2**31 + 1
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 def one_line_error(err: str, *needles: str) -> None:

@@ -136,6 +136,16 @@ def _post_video(client, path: Path):
         return client.post("/v1/videos", files={"file": (path.name, fh, "video/mp4")}, headers=H)
 
 
+def _finished(client, job: dict, timeout: float = 120) -> dict:
+    """The video job ``job`` polled until it is no longer queued or running."""
+    t0 = time.time()
+    while job["status"] in ("queued", "running"):
+        assert time.time() - t0 < timeout, job
+        time.sleep(0.2)
+        job = client.get(f"/v1/videos/{job['id']}", params={"results": "false"}, headers=H).json()
+    return job
+
+
 def test_server_refuses_a_video_over_the_pixel_limit_from_its_header(client, tmp_path, no_capture):
     """/v1/videos answered 413 only after decoding the first frame; now from the header, before OpenCV opens it."""
     before = set(client.app.state.work_dir.iterdir())
@@ -153,11 +163,7 @@ def test_server_stops_a_raw_h264_stream_at_the_length_limit_while_decoding(clien
     assert r.status_code == 202, r.text
     job = r.json()
     assert job["frames_total"] is None  # no length stated: the upload check cannot see it
-    t0 = time.time()
-    while job["status"] in ("queued", "running"):
-        assert time.time() - t0 < 120, job
-        time.sleep(0.2)
-        job = client.get(f"/v1/videos/{job['id']}", params={"results": "false"}, headers=H).json()
+    job = _finished(client, job)
     assert job["status"] == "failed", job
     assert job["error"].startswith("video refused: longer than the limit of 1 s (stopped at frame 25, 1.04 s in"), job
     assert job["frames_done"] == 25  # 1 s at 25 fps; not the 60 sent
@@ -294,11 +300,7 @@ def test_server_results_name_the_uploaded_file_not_a_server_path(client, tmp_pat
     r = _post_video(client, encode(tmp_path / "my holiday.mp4", clip_frames(12)))
     assert r.status_code == 202, r.text
     job = r.json()
-    t0 = time.time()
-    while job["status"] in ("queued", "running"):
-        assert time.time() - t0 < 120, job
-        time.sleep(0.2)
-        job = client.get(f"/v1/videos/{job['id']}", params={"results": "false"}, headers=H).json()
+    job = _finished(client, job)
     assert job["status"] == "done", job
     lines = (client.app.state.work_dir / job["id"] / "out" / "results.jsonl").read_text().splitlines()
     sources = {json.loads(line)["source"] for line in lines}

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import FER_ROOT
 from torch import nn
 
-from conftest import FER_ROOT
 from ferkit.app.cli import main
+from ferkit.engine.classify import torch_threads
 from ferkit.engine.config import TrainConfig
 from ferkit.engine.optim import param_groups
 from ferkit.engine.preprocess import Preprocess
@@ -28,10 +29,8 @@ MODELS = list_models()
 def _one_thread():
     # These tests run beside other jobs on a 2-core machine: with a core taken, PyTorch's two OpenMP
     # threads wait on each other at every op and ResNet-152 takes 20 s instead of 1 s.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with torch_threads(1):
+        yield
 
 
 def natural_chans(name: str) -> int:

@@ -14,10 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from conftest import PHOTOS, VIDEO, YUNET, make_png_bomb
 
 from ferkit.app.cli import main
+from ferkit.engine.classify import torch_threads
 from ferkit.infer.writers import read_jsonl
 
 YUNET_ARGS = ["--detector", "yunet", "--yunet", str(YUNET), "--device", "cpu"]
@@ -26,10 +26,8 @@ RECORD_KEYS = {"source", "frame", "time_s", "track_id", "box", "score", "label",
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a shared 2-core machine: one thread is also the fastest for 48x48 crops
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):  # a shared 2-core machine: one thread is also the fastest for 48x48 crops
+        yield
 
 
 def _md5(path) -> str:

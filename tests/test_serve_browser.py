@@ -3,6 +3,7 @@ chromium-driver, driven by selenium), with a real photo and Chromium's fake came
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import threading
@@ -35,6 +36,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def serving(app):
+    """``app`` served by a real uvicorn in a thread on a free port; yields its URL, stops it afterwards."""
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    t0 = time.time()
+    while not server.started:
+        if time.time() - t0 > 30 or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
 def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 15) -> Path:
     """Write BGR frames (all one even size) as an uncompressed YUV4MPEG2 4:2:0 file, Chromium's fake-camera format."""
     h, w = frames[0].shape[:2]
@@ -64,18 +84,8 @@ def base_url():
     from ferkit.infer.recognizer import RecognizerSettings
 
     app = create_app(model="default", recognizer=RecognizerSettings(detector="yunet", yunet_path=YUNET, device="cpu"))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    t0 = time.time()
-    while not server.started:
-        if time.time() - t0 > 30 or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=15)
+    with serving(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -168,14 +178,21 @@ def test_live_camera_shows_labels_updating(browser, base_url, tmp_path):
     browser.find_element(By.ID, "live-stop").click()
 
 
-def test_video_upload_shows_progress_then_overlays_and_a_timeline(browser, base_url, tmp_path):
-    clip = tmp_path / "clip.webm"  # VP8 WebM: a codec every Chromium build plays
+@pytest.fixture(scope="module")
+def webm_clip(tmp_path_factory):
+    """The first 30 frames of the real clip as VP8 WebM (a codec every Chromium build plays), starting at 0 s."""
+    clip = tmp_path_factory.mktemp("webm") / "clip.webm"
     cap = cv2.VideoCapture(str(VIDEO))
     writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"VP80"), cap.get(cv2.CAP_PROP_FPS), (640, 360))
     for _ in range(30):
         writer.write(cap.read()[1])
     writer.release()
     cap.release()
+    return clip
+
+
+def test_video_upload_shows_progress_then_overlays_and_a_timeline(browser, base_url, webm_clip, tmp_path):
+    clip = webm_clip
     browser.get(base_url)
     WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#model-select option"))
     browser.find_element(By.CSS_SELECTOR, '.tab-button[data-tab="video"]').click()
@@ -446,18 +463,8 @@ def uncertain_url():
 
     app = create_app(model="default", recognizer=RecognizerSettings(detector="yunet", yunet_path=YUNET, device="cpu",
                                                                min_confidence=0.5))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    t0 = time.time()
-    while not server.started:
-        if time.time() - t0 > 30 or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=15)
+    with serving(app) as url:
+        yield url
 
 
 def test_an_uncertain_face_is_shown_plainly_in_grey(browser, uncertain_url):

@@ -5,14 +5,12 @@ of errors, names and keyboard use. Viewports are emulated through the DevTools p
 from __future__ import annotations
 
 import json
-import threading
 import time
 
-import cv2
 import numpy as np
 import pytest
 from conftest import PHOTOS, VIDEO, YUNET
-from test_serve_browser import _free_port, _open_ui, base_url, browser, httpx, uvicorn  # noqa: F401 (fixtures)
+from test_serve_browser import _open_ui, base_url, browser, httpx, serving, uvicorn, webm_clip  # noqa: F401 (fixtures)
 
 pytest.importorskip("selenium.webdriver", reason="browser tests need selenium (pip install selenium)")  # before its parts
 
@@ -34,19 +32,6 @@ def viewport(browser):  # noqa: F811
 
     yield set_viewport
     browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
-
-
-@pytest.fixture(scope="module")
-def webm_clip(tmp_path_factory):
-    """The first 30 frames of the real clip as VP8 WebM (a codec every Chromium build plays), starting at 0 s."""
-    clip = tmp_path_factory.mktemp("webm") / "clip.webm"
-    cap = cv2.VideoCapture(str(VIDEO))
-    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"VP80"), cap.get(cv2.CAP_PROP_FPS), (640, 360))
-    for _ in range(30):
-        writer.write(cap.read()[1])
-    writer.release()
-    cap.release()
-    return clip
 
 
 @pytest.fixture(scope="module")
@@ -219,13 +204,18 @@ def _record_status(browser) -> None:  # noqa: F811
             .observe(s, {attributes: true, childList: true, characterData: true, subtree: true});""")
 
 
-def test_a_second_video_upload_replaces_the_first_job(browser, base_url, webm_clip):  # noqa: F811
-    _video_tab(browser, base_url)
-    _upload_video(browser, VIDEO)
+def _job_started(browser):  # noqa: F811
+    """The video status element and its job id, once the uploaded video's job is queued or running."""
     status = browser.find_element(By.ID, "video-status")
     WebDriverWait(browser, 60, poll_frequency=0.05).until(
         lambda d: status.get_attribute("data-state") in ("queued", "running") and status.get_attribute("data-job"))
-    first = status.get_attribute("data-job")
+    return status, status.get_attribute("data-job")
+
+
+def test_a_second_video_upload_replaces_the_first_job(browser, base_url, webm_clip):  # noqa: F811
+    _video_tab(browser, base_url)
+    _upload_video(browser, VIDEO)
+    status, first = _job_started(browser)
     assert browser.find_element(By.ID, "video-cancel").is_displayed()
     _record_status(browser)
     _upload_video(browser, webm_clip)
@@ -248,10 +238,7 @@ def test_a_second_video_upload_replaces_the_first_job(browser, base_url, webm_cl
 def test_cancel_stops_the_video_job(browser, base_url):  # noqa: F811
     _video_tab(browser, base_url)
     _upload_video(browser, VIDEO)
-    status = browser.find_element(By.ID, "video-status")
-    WebDriverWait(browser, 60, poll_frequency=0.05).until(
-        lambda d: status.get_attribute("data-state") in ("queued", "running") and status.get_attribute("data-job"))
-    job = status.get_attribute("data-job")
+    status, job = _job_started(browser)
     cancel = browser.find_element(By.ID, "video-cancel")
     assert cancel.is_displayed() and cancel.text == "Cancel"
     cancel.click()
@@ -383,18 +370,8 @@ def key_url():
 
     app = create_app(model="default", recognizer=RecognizerSettings(detector="yunet", yunet_path=YUNET, device="cpu"),
                      api_key="right-key")
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    t0 = time.time()
-    while not server.started:
-        if time.time() - t0 > 30 or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=15)
+    with serving(app) as url:
+        yield url
 
 
 def test_a_wrong_api_key_says_to_check_the_key_box_and_the_menus_fill_once_it_is_right(browser, key_url):  # noqa: F811
