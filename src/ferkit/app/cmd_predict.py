@@ -137,80 +137,75 @@ class _Track:
                 f"mostly {label} ({100 * count / self.frames:.0f}%), mean confidence {self.confidence / self.frames:.2f}")
 
 
-def _reporter_class():
-    """The CLI's reporter, a :class:`~ferkit.infer.sinks.Sink` (imported when predict runs, not when the CLI starts)."""
-    from ferkit.infer.sinks import Sink
+class _Reporter:
+    """What the user sees while predict runs, as a sink of :func:`~ferkit.infer.pipeline.run_predict` (start, write,
+    close): a line per image (or per track at the end, for videos), and progress: a bar on a terminal, else a line
+    every PROGRESS_EVERY_S seconds."""
 
-    class Reporter(Sink):
-        """What the user sees while predict runs: a line per image (or per track at the end, for videos), and
-        progress: a bar on a terminal, else a line every PROGRESS_EVERY_S seconds."""
+    def __init__(self, human, max_frames: int | None):
+        self.human, self.max_frames = human, max_frames
+        self.clock = time.perf_counter
+        self.done = 0
+        self.tracks: dict[int | None, _Track] = {}
+        self.bar = None
+        self.src, self.total, self.unit = None, None, "image"
 
-        def __init__(self, human, max_frames: int | None):
-            self.human, self.max_frames = human, max_frames
-            self.clock = time.perf_counter
-            self.done = 0
-            self.tracks: dict[int | None, _Track] = {}
-            self.bar = None
-            self.src, self.total, self.unit = None, None, "image"
+    def start(self, source) -> None:
+        from tqdm import tqdm
 
-        def start(self, source) -> None:
-            from tqdm import tqdm
+        self.src = source
+        self.unit = "frame" if source.is_video else "image"
+        total = source.frame_count
+        if self.max_frames is not None:
+            total = min(total, self.max_frames) if total else self.max_frames
+        self.total = total
+        self.start_time = self.last = self.last_progress = self.clock()
+        # A bar only on a terminal: a log file or a pipe would receive every \r update.
+        if sys.stderr.isatty():
+            self.bar = tqdm(total=total, unit=self.unit, desc="predict", dynamic_ncols=True, leave=False)
 
-            self.src = source
-            self.unit = "frame" if source.is_video else "image"
-            total = source.frame_count
-            if self.max_frames is not None:
-                total = min(total, self.max_frames) if total else self.max_frames
-            self.total = total
-            self.start_time = self.last = self.last_progress = self.clock()
-            # A bar only on a terminal: a log file or a pipe would receive every \r update.
-            if sys.stderr.isatty():
-                self.bar = tqdm(total=total, unit=self.unit, desc="predict", dynamic_ncols=True, leave=False)
+    def say(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=self.human)
+        else:
+            print(line, file=self.human, flush=True)
 
-        def say(self, line: str) -> None:
-            if self.bar is not None:
-                self.bar.write(line, file=self.human)
-            else:
-                print(line, file=self.human, flush=True)
+    def write(self, result) -> None:
+        now = self.clock()
+        seconds, self.last = now - self.last, now
+        self.done += 1
+        if self.src.is_video:
+            for face in result.faces:
+                t = self.tracks.setdefault(face.track_id, _Track(first_s=result.time_s))
+                t.frames += 1
+                t.last_s = result.time_s
+                t.labels[face.label] += 1
+                t.confidence += face.confidence
+        else:
+            self.say(f"{result.name}: {face_summary(result.faces)} {1000 * seconds:.0f} ms")
+        if self.bar is not None:
+            self.bar.update(1)
+        elif now - self.last_progress >= PROGRESS_EVERY_S:
+            self.last_progress = now
+            rate = self.done / max(now - self.start_time, 1e-9)
+            count = (f"{self.done}/{self.total} {self.unit}s ({100 * self.done / self.total:.0f}%)" if self.total
+                     else f"{self.done} {self.unit}s")
+            print(f"predict: {count}, {rate:.1f} {self.unit}s/s", file=sys.stderr, flush=True)
 
-        def write(self, result) -> None:
-            now = self.clock()
-            seconds, self.last = now - self.last, now
-            self.done += 1
-            if self.src.is_video:
-                for face in result.faces:
-                    t = self.tracks.setdefault(face.track_id, _Track(first_s=result.time_s))
-                    t.frames += 1
-                    t.last_s = result.time_s
-                    t.labels[face.label] += 1
-                    t.confidence += face.confidence
-            else:
-                self.say(f"{result.name}: {face_summary(result.faces)} {1000 * seconds:.0f} ms")
-            if self.bar is not None:
-                self.bar.update(1)
-            elif now - self.last_progress >= PROGRESS_EVERY_S:
-                self.last_progress = now
-                rate = self.done / max(now - self.start_time, 1e-9)
-                count = (f"{self.done}/{self.total} {self.unit}s ({100 * self.done / self.total:.0f}%)" if self.total
-                         else f"{self.done} {self.unit}s")
-                print(f"predict: {count}, {rate:.1f} {self.unit}s/s", file=sys.stderr, flush=True)
+    def track_lines(self) -> list[str]:
+        """One line per face track of a video: frames seen, time span, most frequent label and its share, mean confidence."""
+        named = sorted(((k, t) for k, t in self.tracks.items() if k is not None), key=lambda kt: -kt[1].frames)
+        lines = [t.line(f"track {k}") for k, t in sorted(named[:MAX_TRACK_LINES], key=lambda kt: kt[0])]
+        if len(named) > MAX_TRACK_LINES:
+            lines.append(f"  ... and {len(named) - MAX_TRACK_LINES} shorter tracks (see results.jsonl)")
+        if None in self.tracks:  # --no-track: one line for all faces
+            lines.append(self.tracks[None].line("untracked faces", noun="detection"))
+        return lines
 
-        def track_lines(self) -> list[str]:
-            """One line per face track of a video: frames seen, time span, most frequent label and its share, mean confidence."""
-            named = sorted(((k, t) for k, t in self.tracks.items() if k is not None), key=lambda kt: -kt[1].frames)
-            lines = [t.line(f"track {k}") for k, t in sorted(named[:MAX_TRACK_LINES], key=lambda kt: kt[0])]
-            if len(named) > MAX_TRACK_LINES:
-                lines.append(f"  ... and {len(named) - MAX_TRACK_LINES} shorter tracks (see results.jsonl)")
-            if None in self.tracks:  # --no-track: one line for all faces
-                lines.append(self.tracks[None].line("untracked faces", noun="detection"))
-            return lines
-
-        def close(self) -> dict[str, str]:
-            if self.bar is not None:
-                self.bar.close()
-            return {}
-
-    return Reporter
+    def close(self) -> dict[str, str]:
+        if self.bar is not None:
+            self.bar.close()
+        return {}
 
 
 def _run_ray(args) -> int:
@@ -298,7 +293,7 @@ def _run_local(args) -> int:
     out = Path(args.out) if args.out else None
     if out is None:
         out, made = _new_run_dir(DEFAULT_OUT)
-    report = _reporter_class()(human, args.max_frames)
+    report = _Reporter(human, args.max_frames)
     sinks = [JsonlSink(sys.stdout), report] if json_lines else [report]
     try:
         with pixel_limit(args.max_pixels):

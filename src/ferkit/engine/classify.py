@@ -126,6 +126,16 @@ class ModelRef:
             return dict(self._onnx.model_spec.get("trained_on") or {})
         return dict(self.checkpoint.get("config") or {})
 
+    @cached_property
+    def record(self) -> dict:
+        """What evaluation reports say of the model, checkpoint-shaped (``path``, ``model`` with its ``name``,
+        ``config``): the checkpoint itself, or an ONNX file's metadata (its architecture, "(int8)" if quantized)."""
+        if self.kind != "onnx":
+            return self.checkpoint
+        spec = self._onnx.model_spec
+        name = spec.get("name", "onnx") + (" (int8)" if spec.get("quantized") else "")
+        return {"path": str(self.path), "model": {"name": name}, "config": self.config}
+
     @property
     def source(self) -> str:
         """Where the weights come from, for messages and reports: the file, or the members' files."""

@@ -172,14 +172,6 @@ def load_eval_data(data: str | Path | None, cfg: dict, model: str | Path | Model
     return ds, path, same
 
 
-def _onnx_model(ref: ModelRef) -> tuple[dict, torch.nn.Module, Preprocess]:
-    """An exported ``.onnx`` file (e.g. ``ferkit export --int8``) as (checkpoint-like dict, module, Preprocess)."""
-    module, pre = ref.build("cpu")
-    spec = module.classifier.model_spec  # the file's ferkit.model metadata
-    name = spec.get("name", "onnx") + (" (int8)" if spec.get("quantized") else "")
-    return {"path": str(ref.path), "model": {"name": name}, "config": ref.config}, module, pre
-
-
 def _score(y: np.ndarray, probs: dict[str, np.ndarray], names: tuple[str, ...], min_confidence: float | None = None) -> dict:
     """Plain (no TTA) metrics with their calibration, with the TTA metrics under ``"tta"`` (None without TTA)."""
     out = {**classification_metrics(y, probs["none"], names),
@@ -206,12 +198,9 @@ def load_eval_model(model_spec: str | Path | ModelRef,
     """``(checkpoint-like dict, model in eval mode, Preprocess, device)`` for a checkpoint, run folder, ensemble
     or exported ``.onnx`` file (run by ONNX Runtime on the CPU): anything :meth:`ModelRef.resolve` takes."""
     ref = ModelRef.resolve(model_spec)
-    if ref.kind == "onnx":
-        ckpt, model, pre = _onnx_model(ref)
-        return ckpt, model, pre, torch.device("cpu")
-    dev = select_device(device)
+    dev = torch.device("cpu") if ref.kind == "onnx" else select_device(device)
     model, pre = ref.build(dev)
-    return ref.checkpoint, model, pre, dev
+    return ref.record, model, pre, dev
 
 
 def model_part(ds: FerData, split: str, pre: Preprocess, data_path: str | Path) -> tuple[FerData, dict, list[int]]:

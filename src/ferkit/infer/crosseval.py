@@ -94,10 +94,7 @@ def predict_photos(recognizer: str | Path | ModelRef | RecognizerSettings = "def
     ref = ModelRef.resolve(settings.model)  # once: the Recognizer runs it, the result names it
     rec = Recognizer.from_settings(settings.replace(model=ref))
     pre = rec.preprocess
-    if ref.kind == "onnx":
-        ckpt = {"path": str(ref.path), "model": {"name": "onnx"}, "config": ref.config}
-    else:
-        ckpt = ref.checkpoint
+    ckpt = ref.record
     ds = load_dataset(data, label_pattern=label_pattern)
     split = photo_split(ds, split)
     part, unmapped, absent = model_part(ds, split, pre, data)

@@ -359,8 +359,9 @@ def _settings(recognizer: RecognizerSettings, detect_every, track, smooth, max_f
     this folder), and what a resumed run must share with the first (the model by content: its digest)."""
     from ferkit.engine.classify import ModelRef
 
-    portable = recognizer.portable()
-    return {"recognizer": portable, "model": portable.model, "model_sha256": ModelRef.resolve(recognizer.model).digest,
+    ref = ModelRef.resolve(recognizer.model)  # once: its digest, and its files' absolute paths for the actors
+    portable = recognizer.replace(model=ref).portable()
+    return {"recognizer": portable, "model": portable.model, "model_sha256": ref.digest,
             "detector": portable.detector, "yunet": portable.yunet_path, "min_face": portable.min_face,
             "min_confidence": portable.min_confidence, "backend": portable.backend, "device": portable.device,
             "threads": portable.threads, "detect_every": detect_every, "track": track,
